@@ -1,0 +1,33 @@
+"""``python -m bench [NAME …]``: run the benchmarks (all by default), save and print the results."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+
+from bench.results import Result, save
+
+BENCHES = {"chain_decompose": "bench.chain_decompose"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    results: list[Result] = []
+    for name in args.names or list(BENCHES):
+        module = importlib.import_module(BENCHES[name])
+        for result in module.run():
+            print(
+                f"{result.name}: {result.value} {result.unit} | baseline {result.baseline} {result.unit} | "
+                f"ratio {result.ratio}x | target {result.target}" + (f" | {result.detail}" if result.detail else "")
+            )
+            results.append(result)
+    save(results)
+    print("wrote bench/results.json and the README table")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Chain snapshots: fetch every page from Massive's REST API, decompose once into projections."""

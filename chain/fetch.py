@@ -1,0 +1,259 @@
+"""Fetch a complete options chain snapshot from Massive's REST API (or the simulator).
+
+The chain is cut into expiry-date ranges; each range has its own cursor and is paged sequentially, and the
+ranges run in parallel threads, which lowers latency on a large chain. Every page request has a timeout
+and bounded retries: 429 honours ``Retry-After``, 5xx / timeouts / connection errors / invalid JSON back
+off exponentially. Anything short of every page of every range — an error past the retries, a repeating
+cursor, a non-OK envelope — raises :class:`ChainFetchError`, so a caller never sees a partial chain.
+
+The API key travels only in the ``Authorization`` header; it is never put in a URL or a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any, NamedTuple
+from urllib.parse import urlencode, urlsplit
+
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+
+log = logging.getLogger(__name__)
+
+#: Day offsets from today where the expiry ranges are cut (the near dates hold the most contracts).
+RANGE_CUTS_DAYS = (2, 9, 35, 120, 400)
+MAX_PAGES_PER_RANGE = 2_000
+MAX_RETRY_AFTER_S = 10.0
+OK_STATUSES = ("OK", "DELAYED")
+
+
+class ChainFetchError(Exception):
+    """A chain snapshot that could not be fetched completely."""
+
+    def __init__(self, reason: str, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+    @property
+    def rate_limited(self) -> bool:
+        """True when the failure was Massive's rate limit (429)."""
+        return self.reason == "rate_limited"
+
+
+class PageFailure(NamedTuple):
+    """Why one page request failed."""
+
+    reason: str
+    detail: str
+    retry_after_s: float | None = None
+
+
+@dataclass(frozen=True)
+class ExpiryRange:
+    """A half-open expiry-date range ``[gte, lt)``; ``None`` leaves that side open."""
+
+    gte: date | None
+    lt: date | None
+
+    def params(self) -> dict[str, str]:
+        """The range as Massive query parameters."""
+        out: dict[str, str] = {}
+        if self.gte is not None:
+            out["expiration_date.gte"] = self.gte.isoformat()
+        if self.lt is not None:
+            out["expiration_date.lt"] = self.lt.isoformat()
+        return out
+
+
+@dataclass(frozen=True)
+class FetchedChain:
+    """Every result row of one chain snapshot, with how it was fetched and how long it took."""
+
+    underlying_asset: str
+    rows: list[dict[str, Any]]
+    pages: int
+    ranges: int
+    retries: int
+    started_ms: int
+    finished_ms: int
+
+    @property
+    def latency_ms(self) -> int:
+        """Wall time from the first request to the last page, in milliseconds."""
+        return self.finished_ms - self.started_ms
+
+
+def expiry_ranges(today: date, parts: int) -> list[ExpiryRange]:
+    """Cut the expiry axis into ``parts`` contiguous ranges that together cover every date."""
+    if parts <= 1:
+        return [ExpiryRange(None, None)]
+    cuts = [today + timedelta(days=d) for d in RANGE_CUTS_DAYS[: parts - 1]]
+    bounds: list[date | None] = [None, *cuts, None]
+    return [ExpiryRange(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+
+
+def new_session(pool_size: int = 8) -> requests.Session:
+    """A ``requests`` session with a connection pool large enough for the parallel ranges."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class ChainFetcher:
+    """Fetches complete chain snapshots from one REST base URL with one API key."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        page_limit: int = 250,
+        timeout_s: float = 10.0,
+        max_retries: int = 4,
+        parallel_ranges: int = 4,
+        backoff_base_s: float = 0.2,
+        sleep: Callable[[float], None] = time.sleep,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self.page_limit = max(1, min(250, page_limit))
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.parallel_ranges = max(1, parallel_ranges)
+        self.backoff_base_s = backoff_base_s
+        self._sleep = sleep
+        self._session = session or new_session(self.parallel_ranges + 2)
+        self._retries = 0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ChainFetcher({self.base_url!r}, parallel_ranges={self.parallel_ranges})"
+
+    def fetch(self, underlying_asset: str, *, today: date) -> FetchedChain:
+        """Every contract of ``underlying_asset`` (``SPY``, ``I:SPX``); raises :class:`ChainFetchError`."""
+        started_ms = time.time_ns() // 1_000_000
+        self._retries = 0
+        ranges = expiry_ranges(today, self.parallel_ranges)
+        cancel = threading.Event()
+        with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="chain-range") as pool:
+            futures = [pool.submit(self._fetch_range, underlying_asset, rng, cancel) for rng in ranges]
+            results: list[tuple[list[dict[str, Any]], int]] = []
+            error: ChainFetchError | None = None
+            for future in futures:
+                try:
+                    results.append(future.result())
+                except ChainFetchError as exc:
+                    cancel.set()
+                    error = error or exc
+                except Exception as exc:  # a bug or an unexpected library error: still no partial chain
+                    cancel.set()
+                    error = error or ChainFetchError("unexpected", f"{type(exc).__name__}: {exc}")
+        if error is not None:
+            raise error
+        rows = [row for part, _ in results for row in part]
+        pages = sum(n for _, n in results)
+        return FetchedChain(
+            underlying_asset, rows, pages, len(ranges), self._retries, started_ms, time.time_ns() // 1_000_000
+        )
+
+    def _fetch_range(self, asset: str, rng: ExpiryRange, cancel: threading.Event) -> tuple[list[dict[str, Any]], int]:
+        params = {"limit": str(self.page_limit), "sort": "ticker", "order": "asc", **rng.params()}
+        url = f"{self.base_url}/v3/snapshot/options/{asset}?{urlencode(params)}"
+        rows: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        pages = 0
+        while url:
+            if cancel.is_set():
+                raise ChainFetchError("cancelled", "another range failed")
+            if url in seen:
+                raise ChainFetchError("repeating_cursor", f"cursor repeated after {pages} pages of {asset}")
+            if pages >= MAX_PAGES_PER_RANGE:
+                raise ChainFetchError("too_many_pages", f"more than {MAX_PAGES_PER_RANGE} pages for {asset}")
+            seen.add(url)
+            body = self._get_page(url, asset, pages)
+            results = body.get("results") or []
+            if not isinstance(results, list):
+                raise ChainFetchError("bad_envelope", f"results of {asset} page {pages} is not a list")
+            rows.extend(results)
+            pages += 1
+            url = self._next(body.get("next_url"))
+        return rows, pages
+
+    def _next(self, next_url: object) -> str:
+        """Keep only the path and query of ``next_url`` and put them on our own base URL."""
+        if not next_url:
+            return ""
+        if not isinstance(next_url, str):
+            raise ChainFetchError("bad_envelope", "next_url is not a string")
+        parts = urlsplit(next_url)
+        return f"{self.base_url}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+
+    def _get_page(self, url: str, asset: str, page: int) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
+        attempt = 0
+        while True:
+            outcome = self._try_page(url, headers)
+            if isinstance(outcome, dict):
+                return outcome
+            reason, detail, retry_after = outcome
+            if reason in ("unauthorized", "forbidden", "client_error", "bad_envelope"):
+                raise ChainFetchError(reason, f"{asset} page {page}: {detail}")
+            if attempt >= self.max_retries:
+                raise ChainFetchError(
+                    reason, f"{asset} page {page}: {detail} after {attempt} retries", retry_after_s=retry_after
+                )
+            if retry_after is not None and retry_after > MAX_RETRY_AFTER_S:
+                raise ChainFetchError(reason, f"{asset}: Retry-After {retry_after}s", retry_after_s=retry_after)
+            delay = retry_after if retry_after is not None else self.backoff_base_s * (2**attempt)
+            log.warning("chain page retry asset=%s page=%d reason=%s delay_s=%.2f", asset, page, reason, delay)
+            with self._lock:
+                self._retries += 1
+            attempt += 1
+            self._sleep(delay)
+
+    def _try_page(self, url: str, headers: dict[str, str]) -> dict[str, Any] | PageFailure:
+        """One GET: the parsed envelope, or why it failed."""
+        try:
+            response = self._session.get(url, headers=headers, timeout=self.timeout_s)
+        except requests.Timeout:
+            return PageFailure("timeout", f"no answer within {self.timeout_s}s")
+        except requests.RequestException as exc:
+            return PageFailure("connection", type(exc).__name__)
+        status = response.status_code
+        if status == 429:
+            return PageFailure("rate_limited", "HTTP 429", _retry_after_s(response.headers.get("Retry-After")))
+        if status == 401:
+            return PageFailure("unauthorized", "HTTP 401 (check MASSIVE_API_KEY)")
+        if status == 403:
+            return PageFailure("forbidden", "HTTP 403 (plan does not include options snapshots?)")
+        if status >= 500:
+            return PageFailure("server_error", f"HTTP {status}")
+        if status != 200:
+            return PageFailure("client_error", f"HTTP {status}")
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            return PageFailure("invalid_json", "body is not JSON")
+        if not isinstance(body, dict):
+            return PageFailure("invalid_json", "body is not a JSON object")
+        if body.get("status") not in OK_STATUSES:
+            return PageFailure("bad_envelope", f"status {body.get('status')!r}")
+        return body
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None

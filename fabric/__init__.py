@@ -1,0 +1,1 @@
+"""The Redis substrate: settings, key schema, contract ids, epochs and Lua scripts."""

@@ -1,0 +1,142 @@
+"""Every Redis key of mmaker, built here and nowhere else.
+
+All keys of one underlying carry the Redis Cluster hash tag ``{U}`` (braces included, e.g. ``{SPY}``), so
+every Lua script touches one slot and a cluster shards by underlying. ``E`` is an epoch id, ``cid`` a
+contract id (see :mod:`fabric.contracts`).
+
+| key | type |
+|---|---|
+| ``massive:epoch:active:{U}`` | STRING active epoch id |
+| ``massive:epochs:live:{U}`` | ZSET epoch id → created ms, of every warming or active epoch |
+| ``massive:epoch:{U}:E:meta`` | HASH state, created_ms, contracts, expiries, buckets, … |
+| ``massive:epoch:{U}:E:universe`` | SET contract ids |
+| ``massive:epoch:{U}:E:ready`` | SET components that accepted the epoch |
+| ``epoch:{U}:E:heatmap:contract:cid`` | HASH heatmap projection of one contract |
+| ``epoch:{U}:E:heatmap:by_strike`` / ``by_dte`` / ``by_width`` / ``plane`` | ZSET cid → score |
+| ``epoch:{U}:E:heatmap:dirty_contracts`` | SET |
+| ``epoch:{U}:E:heatmap:tiles`` | HASH tile → packed values |
+| ``epoch:{U}:E:gex:contract:cid`` | HASH GEX projection of one contract |
+| ``epoch:{U}:E:gex:by_strike`` / ``by_expiry`` | ZSET cid → score |
+| ``massive:spot:{U}`` | HASH price, ts_ms, source |
+| ``massive:chain:cadence:{U}`` | HASH latency and cadence of the chain snapshots |
+| ``massive:chain:errors:{U}`` | HASH error counters of the chain snapshots |
+| ``mmaker:<model>:model:{U}`` | STRING complete JSON view |
+| channel ``mmaker:models`` | model publications |
+| channel ``mmaker:epochs`` | epoch lifecycle notifications (warming, active, retired) |
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Model = Literal["heatmap", "gex"]
+
+MODELS: tuple[Model, ...] = ("heatmap", "gex")
+HEATMAP_INDEXES = ("by_strike", "by_dte", "by_width", "plane")
+GEX_INDEXES = ("by_strike", "by_expiry")
+MODEL_INDEXES: dict[str, tuple[str, ...]] = {"heatmap": HEATMAP_INDEXES, "gex": GEX_INDEXES}
+#: Per-epoch keys of one model that are not indexes or contract hashes.
+MODEL_EXTRA_KEYS: dict[str, tuple[str, ...]] = {"heatmap": ("dirty_contracts", "tiles"), "gex": ()}
+
+MODELS_CHANNEL = "mmaker:models"
+EPOCHS_CHANNEL = "mmaker:epochs"
+
+
+def tag(underlying: str) -> str:
+    """The cluster hash tag of an underlying: ``{SPY}``."""
+    return "{" + underlying.upper() + "}"
+
+
+def active_epoch(underlying: str) -> str:
+    """STRING: the id of the active epoch of ``underlying``."""
+    return f"massive:epoch:active:{tag(underlying)}"
+
+
+def live_epochs(underlying: str) -> str:
+    """ZSET: every warming or active epoch id of ``underlying`` → created ms."""
+    return f"massive:epochs:live:{tag(underlying)}"
+
+
+def epoch_meta(underlying: str, epoch: str) -> str:
+    """HASH: state and description of one epoch."""
+    return f"massive:epoch:{tag(underlying)}:{epoch}:meta"
+
+
+def epoch_universe(underlying: str, epoch: str) -> str:
+    """SET: the contract ids of one epoch (the WebSocket universe)."""
+    return f"massive:epoch:{tag(underlying)}:{epoch}:universe"
+
+
+def epoch_ready(underlying: str, epoch: str) -> str:
+    """SET: the components (ingest, heatmap, gex, …) that accepted one epoch."""
+    return f"massive:epoch:{tag(underlying)}:{epoch}:ready"
+
+
+def contract(underlying: str, epoch: str, model: Model, cid: str) -> str:
+    """HASH: one contract's projection for ``model`` in ``epoch``."""
+    return f"epoch:{tag(underlying)}:{epoch}:{model}:contract:{cid}"
+
+
+def contract_prefix(underlying: str, epoch: str, model: Model) -> str:
+    """The prefix of every contract hash of ``model`` in ``epoch`` (Lua appends the contract id)."""
+    return f"epoch:{tag(underlying)}:{epoch}:{model}:contract:"
+
+
+def model_index(underlying: str, epoch: str, model: Model, name: str) -> str:
+    """ZSET: one index of ``model`` in ``epoch`` (``by_strike``, ``plane``, …)."""
+    if name not in MODEL_INDEXES[model]:
+        raise ValueError(f"unknown {model} index {name!r}")
+    return f"epoch:{tag(underlying)}:{epoch}:{model}:{name}"
+
+
+def dirty_contracts(underlying: str, epoch: str) -> str:
+    """SET: heatmap contracts touched by ingest since the last heatmap run."""
+    return f"epoch:{tag(underlying)}:{epoch}:heatmap:dirty_contracts"
+
+
+def heatmap_tiles(underlying: str, epoch: str) -> str:
+    """HASH: heatmap tile → packed tile values."""
+    return f"epoch:{tag(underlying)}:{epoch}:heatmap:tiles"
+
+
+def spot(underlying: str) -> str:
+    """HASH: the underlying's latest price (``price``, ``ts_ms``, ``source``)."""
+    return f"massive:spot:{tag(underlying)}"
+
+
+def chain_cadence(underlying: str) -> str:
+    """HASH: measured chain latency and the next snapshot interval."""
+    return f"massive:chain:cadence:{tag(underlying)}"
+
+
+def chain_errors(underlying: str) -> str:
+    """HASH: counters of chain snapshot errors and rejected rows, by reason."""
+    return f"massive:chain:errors:{tag(underlying)}"
+
+
+def chain_lock(underlying: str) -> str:
+    """STRING: the lock that keeps chain snapshots of one underlying from overlapping."""
+    return f"massive:chain:lock:{tag(underlying)}"
+
+
+def model_view(model: Model, underlying: str) -> str:
+    """STRING: the complete published JSON view of ``model`` for ``underlying``."""
+    return f"mmaker:{model}:model:{tag(underlying)}"
+
+
+def epoch_fixed_keys(underlying: str, epoch: str) -> list[str]:
+    """Every key of an epoch that is not a per-contract hash."""
+    out = [epoch_meta(underlying, epoch), epoch_universe(underlying, epoch), epoch_ready(underlying, epoch)]
+    for model in MODELS:
+        out.extend(model_index(underlying, epoch, model, name) for name in MODEL_INDEXES[model])
+        out.extend(f"epoch:{tag(underlying)}:{epoch}:{model}:{extra}" for extra in MODEL_EXTRA_KEYS[model])
+    return out
+
+
+def epoch_keys(underlying: str, epoch: str, contract_ids: list[str] | set[str]) -> list[str]:
+    """Every key an epoch can own, given its contract ids (used to retire it)."""
+    out = epoch_fixed_keys(underlying, epoch)
+    for model in MODELS:
+        prefix = contract_prefix(underlying, epoch, model)
+        out.extend(prefix + cid for cid in contract_ids)
+    return out

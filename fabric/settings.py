@@ -1,0 +1,179 @@
+"""One frozen settings object, built once from the environment.
+
+Units are in the names. Secrets (the Massive API key, passwords inside URLs) default to None, are never
+logged (``__repr__`` masks them) and are never passed as task arguments.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+SIM_REST_URL = "http://127.0.0.1:8765"
+SIM_WS_URL = "ws://127.0.0.1:8765"
+MASSIVE_REST_URL = "https://api.massive.com"
+MASSIVE_WS_URL = "wss://socket.massive.com"
+
+#: Underlyings whose Massive asset name carries the index prefix ``I:``.
+DEFAULT_INDEX_UNDERLYINGS = ("SPX", "NDX", "RUT", "VIX", "XSP", "DJX")
+#: OCC roots whose options settle at 09:30 New York (AM-settled index monthlies).
+DEFAULT_AM_SETTLED_ROOTS = ("SPX", "NDX", "RUT", "DJX")
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _default_broker_url(redis_url: str) -> str:
+    """The state store's Redis with another database number (db 1, or db+1)."""
+    parts = urlsplit(redis_url)
+    path = parts.path.strip("/")
+    db = int(path) if path.isdigit() else 0
+    return urlunsplit(parts._replace(path=f"/{db + 1 if db < 15 else 0}"))
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(item.strip().upper() for item in value.split(",") if item.strip())
+
+
+def _widths(value: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in value.split(","):
+        if ":" in item:
+            name, width = item.split(":", 1)
+            out[name.strip().upper()] = float(width)
+    return out
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of every mmaker process. Build with :func:`Settings.from_env`."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    celery_broker_url: str = ""
+    massive_api_key: str | None = field(default=None, repr=False)
+    massive_rest_url: str = SIM_REST_URL
+    massive_ws_url: str = SIM_WS_URL
+    underlyings: tuple[str, ...] = ("SPY", "SPX")
+    index_underlyings: tuple[str, ...] = DEFAULT_INDEX_UNDERLYINGS
+    am_settled_roots: tuple[str, ...] = DEFAULT_AM_SETTLED_ROOTS
+    bucket_widths: Mapping[str, float] = field(default_factory=lambda: {"SPY": 1.0, "SPX": 5.0, "QQQ": 1.0})
+    default_bucket_width: float = 1.0
+    # chain snapshots
+    chain_interval_min_s: float = 5.0
+    chain_interval_max_s: float = 120.0
+    chain_interval_default_s: float = 15.0
+    chain_duty_cycle: float = 0.25
+    chain_page_limit: int = 250
+    chain_timeout_s: float = 10.0
+    chain_max_retries: int = 4
+    chain_parallel_ranges: int = 4
+    # epochs
+    epoch_retire_ttl_s: int = 300
+    epoch_max_warming_s: float = 30.0
+    epoch_required_components: tuple[str, ...] = ()
+    # simulator (used when no API key is set)
+    sim_host: str = "127.0.0.1"
+    sim_port: int = 8765
+    sim_seed: int = 7
+
+    @property
+    def uses_simulator(self) -> bool:
+        """True when no Massive API key is set: everything talks to the built-in simulator."""
+        return not self.massive_api_key
+
+    @property
+    def api_key(self) -> str:
+        """The key sent to Massive; the simulator accepts any non-empty key."""
+        return self.massive_api_key or "simulator"
+
+    def bucket_width(self, underlying: str) -> float:
+        """The heatmap strike-bucket width of ``underlying`` (points)."""
+        return float(self.bucket_widths.get(underlying.upper(), self.default_bucket_width))
+
+    def massive_asset(self, underlying: str) -> str:
+        """Massive's name for the underlying: ``I:SPX`` for an index, ``SPY`` otherwise."""
+        u = underlying.upper()
+        return f"I:{u}" if u in self.index_underlyings else u
+
+    def describe(self) -> dict[str, object]:
+        """Every setting as plain values, secrets masked, for logs and status pages."""
+        out: dict[str, object] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "massive_api_key":
+                value = "***" if value else None
+            elif f.name in ("redis_url", "celery_broker_url"):
+                value = mask_url(value)
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[f.name] = value
+        return out
+
+    def __repr__(self) -> str:
+        return f"Settings({self.describe()!r})"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``); unset variables take the defaults."""
+        env = os.environ if env is None else env
+
+        def get(name: str, default: str) -> str:
+            value = env.get(name)
+            return default if value is None or value.strip() == "" else value.strip()
+
+        redis_url = get("REDIS_URL", DEFAULT_REDIS_URL)
+        api_key = env.get("MASSIVE_API_KEY") or None
+        sim_host = get("MMAKER_SIM_HOST", "127.0.0.1")
+        sim_port = int(get("MMAKER_SIM_PORT", "8765"))
+        rest_default = MASSIVE_REST_URL if api_key else f"http://{sim_host}:{sim_port}"
+        ws_default = MASSIVE_WS_URL if api_key else f"ws://{sim_host}:{sim_port}"
+        widths = {"SPY": 1.0, "SPX": 5.0, "QQQ": 1.0}
+        widths.update(_widths(get("MMAKER_BUCKET_WIDTHS", "")))
+        return cls(
+            redis_url=redis_url,
+            celery_broker_url=get("CELERY_BROKER_URL", _default_broker_url(redis_url)),
+            massive_api_key=api_key,
+            massive_rest_url=get("MASSIVE_REST_URL", rest_default).rstrip("/"),
+            massive_ws_url=get("MASSIVE_WS_URL", ws_default).rstrip("/"),
+            underlyings=_csv(get("MMAKER_UNDERLYINGS", "SPY,SPX")),
+            index_underlyings=_csv(get("MMAKER_INDEX_UNDERLYINGS", ",".join(DEFAULT_INDEX_UNDERLYINGS))),
+            am_settled_roots=_csv(get("MMAKER_AM_SETTLED_ROOTS", ",".join(DEFAULT_AM_SETTLED_ROOTS))),
+            bucket_widths=widths,
+            default_bucket_width=float(get("MMAKER_DEFAULT_BUCKET_WIDTH", "1")),
+            chain_interval_min_s=float(get("MMAKER_CHAIN_INTERVAL_MIN_S", "5")),
+            chain_interval_max_s=float(get("MMAKER_CHAIN_INTERVAL_MAX_S", "120")),
+            chain_interval_default_s=float(get("MMAKER_CHAIN_INTERVAL_DEFAULT_S", "15")),
+            chain_duty_cycle=float(get("MMAKER_CHAIN_DUTY_CYCLE", "0.25")),
+            chain_page_limit=int(get("MMAKER_CHAIN_PAGE_LIMIT", "250")),
+            chain_timeout_s=float(get("MMAKER_CHAIN_TIMEOUT_S", "10")),
+            chain_max_retries=int(get("MMAKER_CHAIN_MAX_RETRIES", "4")),
+            chain_parallel_ranges=int(get("MMAKER_CHAIN_PARALLEL_RANGES", "4")),
+            epoch_retire_ttl_s=int(get("MMAKER_EPOCH_RETIRE_TTL_S", "300")),
+            epoch_max_warming_s=float(get("MMAKER_EPOCH_MAX_WARMING_S", "30")),
+            epoch_required_components=_lower_csv(get("MMAKER_EPOCH_REQUIRED", "")),
+            sim_host=sim_host,
+            sim_port=sim_port,
+            sim_seed=int(get("MMAKER_SIM_SEED", "7")),
+        )
+
+
+def _lower_csv(value: str) -> tuple[str, ...]:
+    return tuple(item.strip().lower() for item in value.split(",") if item.strip())
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, built once from the environment on first use."""
+    return Settings.from_env()

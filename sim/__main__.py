@@ -1,0 +1,69 @@
+"""``python -m sim``: run the simulator until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+
+from sim.config import SimConfig, parse_clock, parse_fault
+from sim.server import SimServer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    ap = argparse.ArgumentParser(prog="python -m sim", description="Massive-protocol options market simulator")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--underlyings", default="SPY,SPX", help="comma separated, e.g. SPY,SPX,QQQ")
+    ap.add_argument("--api-key", default=None, help="only accept this key (default: any non-empty key)")
+    ap.add_argument("--tick-rate", type=float, default=5000.0, help="option events per second (all underlyings)")
+    ap.add_argument("--clock", default="now", help="'now' or an ISO-8601 start instant")
+    ap.add_argument("--topology-every-s", type=float, default=None, help="cycle topology changes every S s")
+    ap.add_argument("--page-delay-ms", type=int, default=0, help="delay every snapshot page")
+    ap.add_argument("--fault", action="append", default=[], metavar="KIND[:COUNT[:AFTER_PAGES]]",
+                    help="429|500|slow|break|invalid_json|repeat_cursor (repeatable)")
+    ap.add_argument("--log-level", default="WARNING")
+    return ap
+
+
+def config_from_args(argv: list[str] | None = None) -> SimConfig:
+    """Parse arguments into a :class:`SimConfig`."""
+    return config_from_namespace(build_parser().parse_args(argv))
+
+
+def config_from_namespace(args: argparse.Namespace) -> SimConfig:
+    """Build a :class:`SimConfig` from parsed arguments."""
+    return SimConfig(
+        host=args.host, port=args.port, seed=args.seed,
+        underlyings=tuple(u.strip().upper() for u in args.underlyings.split(",") if u.strip()),
+        api_key=args.api_key, tick_rate=args.tick_rate, clock=parse_clock(args.clock),
+        topology_every_s=args.topology_every_s, page_delay_ms=args.page_delay_ms,
+        faults=tuple(parse_fault(f) for f in args.fault),
+    )
+
+
+async def run(config: SimConfig) -> None:
+    """Start the server, announce it on stdout and serve until cancelled."""
+    server = SimServer(config)
+    await server.start()
+    print(f"sim listening on http://{config.host}:{server.port}", flush=True)
+    try:
+        await server.serve_forever()
+    finally:
+        await server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(config_from_namespace(args)))
+
+
+if __name__ == "__main__":
+    main()

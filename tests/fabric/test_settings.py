@@ -1,0 +1,52 @@
+import dataclasses
+
+import pytest
+
+from fabric.settings import Settings, mask_url
+
+
+def test_defaults_run_on_the_simulator() -> None:
+    s = Settings.from_env({})
+    assert s.redis_url == "redis://127.0.0.1:6379/0"
+    assert s.celery_broker_url == "redis://127.0.0.1:6379/1"
+    assert s.uses_simulator and s.massive_api_key is None
+    assert s.massive_rest_url == "http://127.0.0.1:8765"
+    assert s.massive_ws_url == "ws://127.0.0.1:8765"
+    assert s.underlyings == ("SPY", "SPX")
+    assert s.epoch_retire_ttl_s == 300
+    assert s.epoch_max_warming_s == 30
+    assert s.massive_asset("SPX") == "I:SPX" and s.massive_asset("spy") == "SPY"
+    assert s.bucket_width("SPX") == 5.0 and s.bucket_width("IWM") == 1.0
+
+
+def test_api_key_switches_to_massive_and_is_never_shown() -> None:
+    s = Settings.from_env({"MASSIVE_API_KEY": "sekret-key-123", "REDIS_URL": "redis://:pw123@h:6380/2"})
+    assert not s.uses_simulator
+    assert s.massive_rest_url == "https://api.massive.com"
+    assert s.massive_ws_url == "wss://socket.massive.com"
+    assert s.celery_broker_url == "redis://:pw123@h:6380/3"
+    shown = repr(s) + str(s.describe())
+    assert "sekret-key-123" not in shown and "pw123" not in shown
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings.from_env({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.redis_url = "x"  # type: ignore[misc]
+
+
+def test_environment_overrides() -> None:
+    s = Settings.from_env(
+        {"MMAKER_UNDERLYINGS": "spy, qqq ,SPX", "MMAKER_BUCKET_WIDTHS": "QQQ:2.5", "MMAKER_EPOCH_REQUIRED": "Ingest,gex",
+         "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//", "MMAKER_EPOCH_RETIRE_TTL_S": "60"}
+    )
+    assert s.underlyings == ("SPY", "QQQ", "SPX")
+    assert s.bucket_width("QQQ") == 2.5
+    assert s.epoch_required_components == ("ingest", "gex")
+    assert s.celery_broker_url.startswith("amqp://")
+    assert s.epoch_retire_ttl_s == 60
+
+
+def test_mask_url() -> None:
+    assert mask_url("rediss://user:pw@host:6379/0") == "rediss://user:***@host:6379/0"
+    assert mask_url("redis://host:6379/0") == "redis://host:6379/0"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from simkit import ThreadedSim, make_sim
+
+from tests.sim.simkit import ThreadedSim, make_sim
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import requests
 from massive import RESTClient, WebSocketClient
-from simkit import ThreadedSim
+
+from tests.sim.simkit import ThreadedSim
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,9 +6,9 @@ import time
 
 import pytest
 import requests
-from simkit import ThreadedSim, make_sim
 
 from sim.config import parse_fault
+from tests.sim.simkit import ThreadedSim, make_sim
 
 
 def test_429_with_retry_after(fresh_sim: ThreadedSim) -> None:
@@ -77,7 +77,7 @@ def test_clear_and_unknown_kind(fresh_sim: ThreadedSim) -> None:
 
 
 def test_faults_from_config_and_page_delay() -> None:
-    assert parse_fault("break") .after_pages == 1
+    assert parse_fault("break").after_pages == 1
     assert parse_fault("429:3").count == 3
     server = make_sim(underlyings=("QQQ",), faults=(parse_fault("500:1"),), page_delay_ms=150, tick_rate=100.0)
     try:

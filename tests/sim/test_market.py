@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import numpy as np
-from simkit import CLOCK, ThreadedSim
 
 from sim import pricing, tickers
 from sim.calendar import settlement_ns, third_friday
 from sim.market import Market
+from tests.sim.simkit import CLOCK, ThreadedSim
 
 
 def _market(seed: int = 7, underlyings: tuple[str, ...] = ("SPY", "SPX")) -> Market:

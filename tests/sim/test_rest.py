@@ -5,7 +5,8 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 import requests
-from simkit import ThreadedSim, fetch_all, make_sim
+
+from tests.sim.simkit import ThreadedSim, fetch_all, make_sim
 
 
 def test_pagination_returns_every_contract_once(sim: ThreadedSim) -> None:

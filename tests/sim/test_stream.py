@@ -8,9 +8,10 @@ from contextlib import contextmanager
 
 import orjson
 import pytest
-from simkit import ThreadedSim
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
+
+from tests.sim.simkit import ThreadedSim
 
 
 @contextmanager
@@ -49,7 +50,7 @@ def _near_money(sim: ThreadedSim, n: int) -> list[str]:
 
 
 def test_handshake_and_auth_failed() -> None:
-    from simkit import make_sim
+    from tests.sim.simkit import make_sim
 
     keyed = make_sim(api_key="secret", underlyings=("QQQ",), tick_rate=100.0)
     try:

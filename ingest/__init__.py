@@ -1,0 +1,1 @@
+"""ingest — see the README's status section."""

@@ -1,0 +1,1 @@
+"""models — see the README's status section."""

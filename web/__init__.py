@@ -1,0 +1,1 @@
+"""web — see the README's status section."""

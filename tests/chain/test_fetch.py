@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from datetime import date
 
@@ -41,7 +42,7 @@ def contracts_in_sim(sim: SimProcess, underlying: str = "SPY") -> int:
 def test_expiry_ranges_cover_every_date_without_overlap() -> None:
     ranges = expiry_ranges(date(2030, 1, 1), 4)
     assert ranges[0].gte is None and ranges[-1].lt is None
-    for left, right in zip(ranges, ranges[1:], strict=False):
+    for left, right in itertools.pairwise(ranges):
         assert left.lt == right.gte
     assert expiry_ranges(date(2030, 1, 1), 1)[0].params() == {}
 

@@ -37,8 +37,13 @@ def test_settings_are_frozen() -> None:
 
 def test_environment_overrides() -> None:
     s = Settings.from_env(
-        {"MMAKER_UNDERLYINGS": "spy, qqq ,SPX", "MMAKER_BUCKET_WIDTHS": "QQQ:2.5", "MMAKER_EPOCH_REQUIRED": "Ingest,gex",
-         "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//", "MMAKER_EPOCH_RETIRE_TTL_S": "60"}
+        {
+            "MMAKER_UNDERLYINGS": "spy, qqq ,SPX",
+            "MMAKER_BUCKET_WIDTHS": "QQQ:2.5",
+            "MMAKER_EPOCH_REQUIRED": "Ingest,gex",
+            "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//",
+            "MMAKER_EPOCH_RETIRE_TTL_S": "60",
+        }
     )
     assert s.underlyings == ("SPY", "QQQ", "SPX")
     assert s.bucket_width("QQQ") == 2.5

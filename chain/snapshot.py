@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from beat_schedule.cadence import record_chain_run
 from redis import Redis
 
+from beat_schedule.cadence import record_chain_run
 from beat_schedule.controller import CadenceBounds
 from chain.decompose import decompose
 from chain.fetch import ChainFetcher, ChainFetchError

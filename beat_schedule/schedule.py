@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 SOCKET_TIMEOUT_S = 0.5
 #: The least time between two "Redis unreachable" warnings of one schedule (seconds).
 WARNING_EVERY_S = 60.0
+#: ``next_run_ms`` sentinel: Redis answered, but no snapshot of the underlying has ever been recorded.
+NEVER_RUN = -1
+#: A never-snapshotted underlying is due this soon after beat starts (and re-sent at most this often).
+FIRST_RUN_RETRY_S = 2.0
 
 
 class ChainSchedule(schedule):
@@ -92,7 +96,8 @@ class ChainSchedule(schedule):
             )
 
     def cadence(self) -> tuple[float, int | None]:
-        """``(interval_s, next_run_ms)`` from Redis; ``(default_s, None)`` when empty or unreachable."""
+        """``(interval_s, next_run_ms)`` from Redis; ``(default_s, None)`` when unreachable or unreadable,
+        ``(default_s, NEVER_RUN)`` when Redis answers but no snapshot of the underlying ever ran."""
         try:
             interval_raw, next_run_raw = self._client().hmget(
                 keys.chain_cadence(self.underlying), ["interval_s", "next_run_ms"]
@@ -100,6 +105,8 @@ class ChainSchedule(schedule):
         except (RedisError, OSError) as exc:
             self._warn_fallback(exc)
             return self.default_s, None
+        if not interval_raw and not next_run_raw:
+            return self.default_s, NEVER_RUN
         try:
             interval_s = float(interval_raw) if interval_raw else self.default_s
             next_run_ms = int(float(next_run_raw)) if next_run_raw else None
@@ -113,6 +120,11 @@ class ChainSchedule(schedule):
     def _remaining(self, last_run_at: datetime) -> tuple[timedelta, float]:
         interval_s, next_run_ms = self.cadence()
         now = self.maybe_make_aware(self.now())
+        if next_run_ms == NEVER_RUN:
+            # A fresh underlying: snapshot soon after beat starts, and re-send only every few seconds until
+            # the first run records its cadence (the lock and ``expires`` absorb a duplicate).
+            interval_s = min(interval_s, FIRST_RUN_RETRY_S)
+            return self.maybe_make_aware(last_run_at) + timedelta(seconds=interval_s) - now, interval_s
         due_at = self.maybe_make_aware(last_run_at) + timedelta(seconds=interval_s)
         if next_run_ms is not None:
             due_at = max(due_at, datetime.fromtimestamp(next_run_ms / 1000.0, tz=now.tzinfo))

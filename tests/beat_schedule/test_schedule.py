@@ -15,7 +15,7 @@ from celery import Celery
 from celery.beat import PersistentScheduler, ScheduleEntry
 from redis import Redis
 
-from beat_schedule.schedule import ChainSchedule
+from beat_schedule.schedule import FIRST_RUN_RETRY_S, ChainSchedule
 from fabric import keys
 from tests.beat_schedule.conftest import free_port
 
@@ -27,7 +27,18 @@ def schedule_at(url: str, now: datetime = NOW) -> ChainSchedule:
     return ChainSchedule("SPY", 15.0, redis_url=url, nowfun=lambda: now)
 
 
-def test_an_empty_hash_uses_the_default_interval(redis_server_url: str, redis_client: Redis) -> None:
+def test_a_never_snapshotted_underlying_is_due_soon_then_resent_every_few_seconds(
+    redis_server_url: str, redis_client: Redis
+) -> None:
+    schedule = schedule_at(redis_server_url)
+    # beat just started (last_run_at = now): due within FIRST_RUN_RETRY_S, not after the 15 s default
+    assert schedule.remaining_estimate(NOW) == timedelta(seconds=FIRST_RUN_RETRY_S)
+    assert not schedule.is_due(NOW - timedelta(seconds=FIRST_RUN_RETRY_S / 2)).is_due
+    assert schedule.is_due(NOW - timedelta(seconds=FIRST_RUN_RETRY_S)).is_due
+
+
+def test_a_hash_with_only_a_next_run_uses_the_default_interval(redis_server_url: str, redis_client: Redis) -> None:
+    redis_client.hset(keys.chain_cadence("SPY"), "next_run_ms", NOW_MS - 60_000)
     schedule = schedule_at(redis_server_url)
     assert schedule.remaining_estimate(NOW - timedelta(seconds=10)) == timedelta(seconds=5)
     assert schedule.is_due(NOW - timedelta(seconds=10)) == (False, 1.0)  # next check capped at 1 s
@@ -69,6 +80,7 @@ def test_does_not_resend_while_the_last_run_is_queued(redis_server_url: str, red
 
 
 def test_the_next_check_is_the_remaining_time_when_shorter(redis_server_url: str, redis_client: Redis) -> None:
+    redis_client.hset(keys.chain_cadence("SPY"), "interval_s", 15.0)
     schedule = ChainSchedule("SPY", 15.0, redis_url=redis_server_url, recheck_max_s=30.0, nowfun=lambda: NOW)
     assert schedule.is_due(NOW - timedelta(seconds=10)) == (False, 5.0)
     assert schedule.is_due(NOW - timedelta(seconds=20)) == (True, 15.0)

@@ -239,20 +239,40 @@ def decompose(
 #: Field order of a new contract's heatmap hash: structure, then the seed quote and last trade. The live
 #: counters (flow, buy_premium, sell_premium, volume, trades) start absent, which readers take as zero.
 HEATMAP_FIELDS = (
-    "strike", "expiry", "cp", "tile", "multiplier",
-    "bid", "ask", "bid_size", "ask_size", "quote_ts_ms", "last_price", "last_trade_ts_ms",
-)  # fmt: skip
+    "strike",
+    "expiry",
+    "cp",
+    "tile",
+    "multiplier",
+    "bid",
+    "ask",
+    "bid_size",
+    "ask_size",
+    "quote_ts_ms",
+    "last_price",
+    "last_trade_ts_ms",
+)
 #: Field order of a new contract's GEX hash.
 GEX_FIELDS = (
-    "strike", "expiry", "expiry_ts", "cp", "volume",
-    "oi", "multiplier", "iv", "gamma", "delta", "vega", "theta",
-)  # fmt: skip
+    "strike",
+    "expiry",
+    "expiry_ts",
+    "cp",
+    "volume",
+    "oi",
+    "multiplier",
+    "iv",
+    "gamma",
+    "delta",
+    "vega",
+    "theta",
+)
 #: Fields a same-topology snapshot refreshes in place (everything else is structure or live state).
 GEX_STATIC_FIELDS = ("oi", "multiplier", "iv", "gamma", "delta", "vega", "theta")
 HEATMAP_STATIC_FIELDS = ("multiplier",)
 
 
-def _text(value: float | int | None) -> str:
+def number_text(value: float | int | None) -> str:
     """Exact text of a number (shortest round-trip repr for floats); None → "" (missing)."""
     if value is None:
         return ""
@@ -262,26 +282,44 @@ def _text(value: float | int | None) -> str:
 def heatmap_values(row: ContractRow, tile: int) -> list[str]:
     """Values for :data:`HEATMAP_FIELDS`; "" means missing (not written)."""
     return [
-        format_strike(row.spec.strike_milli), row.spec.expiry.isoformat(), row.spec.cp, str(tile),
-        str(row.multiplier), _text(row.bid), _text(row.ask), _text(row.bid_size), _text(row.ask_size),
-        _text(row.quote_ts_ms), _text(row.last_price), _text(row.last_trade_ts_ms),
-    ]  # fmt: skip
+        format_strike(row.spec.strike_milli),
+        row.spec.expiry.isoformat(),
+        row.spec.cp,
+        str(tile),
+        str(row.multiplier),
+        number_text(row.bid),
+        number_text(row.ask),
+        number_text(row.bid_size),
+        number_text(row.ask_size),
+        number_text(row.quote_ts_ms),
+        number_text(row.last_price),
+        number_text(row.last_trade_ts_ms),
+    ]
 
 
 def gex_static_values(row: ContractRow) -> list[str]:
     """Values for :data:`GEX_STATIC_FIELDS`; a missing IV or greek is ""."""
     return [
-        str(row.open_interest), str(row.multiplier),
-        _text(row.iv), _text(row.gamma), _text(row.delta), _text(row.vega), _text(row.theta),
-    ]  # fmt: skip
+        str(row.open_interest),
+        str(row.multiplier),
+        number_text(row.iv),
+        number_text(row.gamma),
+        number_text(row.delta),
+        number_text(row.vega),
+        number_text(row.theta),
+    ]
 
 
 def gex_values(row: ContractRow) -> list[str]:
     """Values for :data:`GEX_FIELDS`; "" means missing (not written)."""
     return [
-        format_strike(row.spec.strike_milli), row.spec.expiry.isoformat(), str(row.settle_ms), row.spec.cp,
-        str(row.day_volume), *gex_static_values(row),
-    ]  # fmt: skip
+        format_strike(row.spec.strike_milli),
+        row.spec.expiry.isoformat(),
+        str(row.settle_ms),
+        row.spec.cp,
+        str(row.day_volume),
+        *gex_static_values(row),
+    ]
 
 
 def dte_score(row: ContractRow) -> int:

@@ -26,11 +26,13 @@ from chain.decompose import (
     gex_static_values,
     gex_values,
     heatmap_values,
+    number_text,
 )
 from fabric import keys
 from fabric.bulk import Command, execute_transaction
 from fabric.contracts import format_strike
 from fabric.epochs import epoch_state, live_epochs, retire_epoch, warming_epochs
+from fabric.scripts import script
 from fabric.topology import bucket_of
 
 log = logging.getLogger(__name__)
@@ -39,9 +41,13 @@ EpochAction = Literal["created", "refreshed", "empty"]
 CHUNK = 5_000
 #: The six indexes written per contract, in the order of their scores in ``_epoch_commands``.
 INDEX_KEYS = (
-    ("heatmap", "by_strike"), ("heatmap", "by_dte"), ("heatmap", "by_width"), ("heatmap", "plane"),
-    ("gex", "by_strike"), ("gex", "by_expiry"),
-)  # fmt: skip
+    ("heatmap", "by_strike"),
+    ("heatmap", "by_dte"),
+    ("heatmap", "by_width"),
+    ("heatmap", "plane"),
+    ("gex", "by_strike"),
+    ("gex", "by_expiry"),
+)
 INDEXES = tuple(f"{model}:{name}" for model, name in INDEX_KEYS)
 
 
@@ -92,8 +98,14 @@ def _epoch_commands(dec: Decomposition, *, now_ms: int, rebuild: bool) -> Iterat
         yield _hset(hm_prefix + cid, HEATMAP_FIELDS, heatmap_values(row, tile))
         yield _hset(gex_prefix + cid, GEX_FIELDS, gex_values(row))
         strike = format_strike(row.spec.strike_milli)
-        scores = (strike, dte_score(row), bucket_of(row.spec.strike_milli, dec.bucket_width), tile, strike,
-                  row.settle_ms // 1000)  # fmt: skip
+        scores = (
+            strike,
+            dte_score(row),
+            bucket_of(row.spec.strike_milli, dec.bucket_width),
+            tile,
+            strike,
+            row.settle_ms // 1000,
+        )
         for name, score in zip(INDEXES, scores, strict=True):
             indexes[name] += (score, cid)
     for (model, name), members in zip(INDEX_KEYS, indexes.values(), strict=True):
@@ -146,3 +158,29 @@ def refresh_static_fields(r: Redis, dec: Decomposition, *, now_ms: int) -> None:
         yield ("HSET", keys.epoch_meta(u, epoch), "refreshed_ms", str(now_ms))
 
     execute_transaction(r, commands())
+    refresh_quotes(r, dec, epoch)
+
+
+QUOTE_CHUNK = 2_000
+
+
+def refresh_quotes(r: Redis, dec: Decomposition, epoch: str) -> int:
+    """Newer-wins quote refresh from the snapshot (``lua/refresh_quotes.lua``), in chunks so Redis is never
+    blocked for long; returns how many quotes were replaced. Each contract is updated atomically on its own.
+    """
+    hm_prefix = keys.contract_prefix(dec.underlying, epoch, "heatmap")
+    replaced = 0
+    refresh = script(r, "refresh_quotes")
+    for i in range(0, len(dec.rows), QUOTE_CHUNK):
+        rows = dec.rows[i : i + QUOTE_CHUNK]
+        args: list[str] = []
+        for row in rows:
+            args += (
+                number_text(row.quote_ts_ms),
+                number_text(row.bid),
+                number_text(row.ask),
+                number_text(row.bid_size),
+                number_text(row.ask_size),
+            )
+        replaced += int(refresh(keys=[hm_prefix + row.cid for row in rows], args=args))
+    return replaced

@@ -21,6 +21,8 @@ contract id (see :mod:`fabric.contracts`).
 | ``massive:chain:cadence:{U}`` | HASH latency and cadence of the chain snapshots |
 | ``massive:chain:errors:{U}`` | HASH error counters of the chain snapshots |
 | ``mmaker:<model>:model:{U}`` | STRING complete JSON view |
+| ``mmaker:<model>:version:{U}`` | STRING version of the last published view |
+| ``massive:ingest:status`` | HASH ingest status |
 | channel ``mmaker:models`` | model publications |
 | channel ``mmaker:epochs`` | epoch lifecycle notifications (warming, active, retired) |
 """
@@ -122,6 +124,21 @@ def chain_lock(underlying: str) -> str:
 def model_view(model: Model, underlying: str) -> str:
     """STRING: the complete published JSON view of ``model`` for ``underlying``."""
     return f"mmaker:{model}:model:{tag(underlying)}"
+
+
+def model_version(model: Model, underlying: str) -> str:
+    """STRING: the version of the last published view (INCR'd by the publish script)."""
+    return f"mmaker:{model}:version:{tag(underlying)}"
+
+
+def model_lock(model: Model, underlying: str) -> str:
+    """STRING: the lock that keeps two recomputes of one model and underlying from overlapping."""
+    return f"mmaker:{model}:lock:{tag(underlying)}"
+
+
+def ingest_status() -> str:
+    """HASH: the ingest process's own status (connected, subscriptions, events/s, lag, rejects)."""
+    return "massive:ingest:status"
 
 
 def epoch_fixed_keys(underlying: str, epoch: str) -> list[str]:

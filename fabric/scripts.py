@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import cache
 from pathlib import Path
 
+import hiredis
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 
@@ -37,3 +41,39 @@ def script(client: Redis, name: str) -> Script:
         _registered[key] = found
     return found
 
+
+def script_sha(name: str) -> str:
+    """The SHA1 Redis knows script ``name`` by."""
+    return hashlib.sha1(script_source(name).encode()).hexdigest()
+
+
+async def eval_many(client: AsyncRedis, name: str, calls: list[tuple[list[str], list[str | int | float]]]) -> list:
+    """Run script ``name`` once per ``(keys, args)`` in ``calls``, pipelined on one connection.
+
+    The hot path of ingest: every call is packed by hiredis (redis-py's generic packer walks each argument
+    in Python) and all are sent in one write, then the replies are read in order. On NOSCRIPT (a restarted
+    or flushed Redis) the script is loaded and the whole list is sent again — callers' scripts must be
+    idempotent (ingest's are: sequence numbers drop anything already applied).
+    """
+    sha = script_sha(name)
+    for attempt in range(2):
+        payload = b"".join(
+            hiredis.pack_command(("EVALSHA", sha, len(call_keys), *call_keys, *args)) for call_keys, args in calls
+        )
+        connection = await client.connection_pool.get_connection()
+        try:
+            await connection.send_packed_command([payload], check_health=False)
+            replies = [await connection.read_response() for _ in calls]
+        except NoScriptError:
+            await connection.disconnect()
+            if attempt:
+                raise
+            await client.script_load(script_source(name))
+            continue
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            await client.connection_pool.release(connection)
+        return replies
+    raise AssertionError("unreachable")

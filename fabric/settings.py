@@ -87,6 +87,14 @@ class Settings:
     sim_host: str = "127.0.0.1"
     sim_port: int = 8765
     sim_seed: int = 7
+    # ingest
+    ingest_batch_max_events: int = 20_000
+    ingest_batch_max_ms: float = 5.0
+    ingest_queue_max_frames: int = 20_000
+    ingest_quote_connections: int = 1
+    ingest_quotes_per_connection: int = 1_000
+    ingest_trades_wildcard: bool = False
+    ingest_max_quote_age_ms: int = 120_000
 
     @property
     def uses_simulator(self) -> bool:
@@ -112,7 +120,7 @@ class Settings:
         out: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "massive_api_key":
+            if f.name in ("massive_api_key", "web_token"):
                 value = "***" if value else None
             elif f.name in ("redis_url", "celery_broker_url"):
                 value = mask_url(value)
@@ -166,6 +174,13 @@ class Settings:
             sim_host=sim_host,
             sim_port=sim_port,
             sim_seed=int(get("MMAKER_SIM_SEED", "7")),
+            ingest_batch_max_events=int(get("MMAKER_INGEST_BATCH_MAX_EVENTS", "20000")),
+            ingest_batch_max_ms=float(get("MMAKER_INGEST_BATCH_MAX_MS", "5")),
+            ingest_queue_max_frames=int(get("MMAKER_INGEST_QUEUE_MAX_FRAMES", "20000")),
+            ingest_quote_connections=int(get("MMAKER_INGEST_QUOTE_CONNECTIONS", "1")),
+            ingest_quotes_per_connection=int(get("MMAKER_INGEST_QUOTES_PER_CONNECTION", "1000")),
+            ingest_trades_wildcard=get("MMAKER_INGEST_TRADES_WILDCARD", "0").lower() in ("1", "true", "yes"),
+            ingest_max_quote_age_ms=int(get("MMAKER_INGEST_MAX_QUOTE_AGE_MS", "120000")),
         )
 
 

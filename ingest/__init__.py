@@ -1,1 +1,1 @@
-"""ingest — see the README's status section."""
+"""The WebSocket ingest process: frames → validated, conflated batches → one Lua call per epoch."""

@@ -1,0 +1,405 @@
+"""The ingest process: WebSocket frames → validated, conflated batches → one Lua call per epoch.
+
+Tasks inside one asyncio loop (``python -m ingest``):
+
+- one :class:`FeedConnection` per options connection (``options-0`` carries every trade and the first
+  1,000 quotes, ``options-k`` the next slices of quotes), plus ``stocks`` / ``indices`` for spot;
+- the **universe** task: follows the live epochs (the ``mmaker:epochs`` channel, plus a check every few
+  seconds in case a notification was missed), loads each new epoch's universe once (an epoch's topology
+  never changes), re-plans the topics and applies only the difference; once the trades of a warming
+  epoch are subscribed it marks the epoch accepted by ``ingest``. Quotes are re-ranked as spot moves;
+- the **writer** task: drains the frame queue into a batch (flushed at ``batch_max_events`` or
+  ``batch_max_ms`` after its first frame, whichever comes first — while Redis is busy, frames pile up and
+  the next batch is larger), decodes, resolves, conflates and writes it with one ``ingest_batch.lua`` call
+  per epoch, pipelined. If Redis is lost mid-batch the same batch is retried until it lands: the scripts
+  drop anything already applied by sequence number, so nothing is lost or counted twice;
+- the **status** task: ``massive:ingest:status`` every second and a one-line log summary every few.
+
+The frame queue is bounded; a frame that does not fit is dropped and counted (``overflow_frames``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import RedisError
+
+from fabric import keys
+from fabric.contracts import contract_id_to_ticker, parse_contract_id
+from fabric.scripts import eval_many, script_source
+from fabric.settings import Settings
+from fabric.topology import NEW_YORK
+from ingest.batch import Batch, SequenceFilter, Universe, build_batch
+from ingest.connection import AuthFailed, FeedConnection
+from ingest.decode import decode_frame
+from ingest.subscriptions import plan_options, plan_spot, rank_for_quotes, spot_symbols
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Ingest tuning, from settings (see the README's configuration table)."""
+
+    batch_max_events: int = 20_000
+    batch_max_ms: float = 5.0
+    queue_max_frames: int = 20_000
+    quote_connections: int = 1
+    quotes_per_connection: int = 1_000
+    trades_wildcard: bool = False
+    max_quote_age_ms: int = 120_000
+    universe_check_s: float = 2.0
+    requote_s: float = 30.0
+    status_every_s: float = 1.0
+    summary_every_s: float = 5.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IngestConfig:
+        """The ingest fields of ``settings``."""
+        return cls(
+            batch_max_events=settings.ingest_batch_max_events,
+            batch_max_ms=settings.ingest_batch_max_ms,
+            queue_max_frames=settings.ingest_queue_max_frames,
+            quote_connections=settings.ingest_quote_connections,
+            quotes_per_connection=settings.ingest_quotes_per_connection,
+            trades_wildcard=settings.ingest_trades_wildcard,
+            max_quote_age_ms=settings.ingest_max_quote_age_ms,
+        )
+
+
+class Stats:
+    """Counters and a short history for events/s, lag and commit latency."""
+
+    def __init__(self) -> None:
+        self.counters: Counter[str] = Counter()
+        self.rejects: Counter[str] = Counter()
+        self.lag_ms: deque[int] = deque(maxlen=4096)
+        self.commit_ms: deque[float] = deque(maxlen=4096)
+        self._window: deque[tuple[float, int]] = deque()
+
+    def committed(self, events: int, now_s: float) -> None:
+        """Record ``events`` committed at monotonic time ``now_s``."""
+        self.counters["events_committed"] += events
+        self._window.append((now_s, self.counters["events_committed"]))
+        while self._window and now_s - self._window[0][0] > 5.0:
+            self._window.popleft()
+
+    def events_per_s(self, now_s: float) -> float:
+        """Committed events per second over the last few seconds."""
+        if len(self._window) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = self._window[0], self._window[-1]
+        span = max(now_s - t0, t1 - t0, 1e-3)
+        return (n1 - n0) / span
+
+    @staticmethod
+    def percentile(values: deque, pct: float) -> float | None:
+        """The ``pct`` percentile of ``values`` (None when empty)."""
+        if not values:
+            return None
+        ordered = sorted(values)
+        return float(ordered[min(len(ordered) - 1, int(pct / 100 * len(ordered)))])
+
+
+class IngestService:
+    """Everything ``python -m ingest`` runs; :meth:`run` returns only on a fatal error."""
+
+    def __init__(self, settings: Settings, redis: AsyncRedis, config: IngestConfig | None = None) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.config = config or IngestConfig.from_settings(settings)
+        self.stats = Stats()
+        self.sequence = SequenceFilter()
+        self.universe = Universe({}, spot_symbols(settings.underlyings, settings.index_underlyings), {})
+        self.queue: asyncio.Queue[tuple[str | bytes, int, str]] = asyncio.Queue(self.config.queue_max_frames)
+        self._universe_cache: dict[tuple[str, str], frozenset[str]] = {}
+        self._accepted: set[tuple[str, str]] = set()
+        self._universe_changed = asyncio.Event()
+        self.connections: dict[str, FeedConnection] = {}
+        base = settings.massive_ws_url.rstrip("/")
+        for k in range(max(1, self.config.quote_connections)):
+            name = f"options-{k}"
+            self.connections[name] = FeedConnection(name, f"{base}/options", settings.api_key, self._on_frame)
+        for name, topics in plan_spot(settings.underlyings, settings.index_underlyings).items():
+            if topics:
+                self.connections[name] = FeedConnection(name, f"{base}/{name}", settings.api_key, self._on_frame)
+                self.connections[name].desired = topics
+
+    # ----- frames in ---------------------------------------------------------------------------------
+    def _on_frame(self, raw: str | bytes, recv_ms: int, connection: FeedConnection) -> None:
+        try:
+            self.queue.put_nowait((raw, recv_ms, connection.feed))
+        except asyncio.QueueFull:
+            self.stats.counters["overflow_frames"] += 1
+
+    # ----- the loops -----------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Run every task until one fails fatally (auth refused); then stop them all and re-raise."""
+        await self.redis.script_load(script_source("ingest_batch"))
+        await self.redis.script_load(script_source("set_spot"))
+        tasks = [asyncio.create_task(conn.run(), name=name) for name, conn in self.connections.items()]
+        tasks += [
+            asyncio.create_task(self._writer(), name="writer"),
+            asyncio.create_task(self._universe_loop(), name="universe"),
+            asyncio.create_task(self._epoch_listener(), name="epochs"),
+            asyncio.create_task(self._status_loop(), name="status"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _writer(self) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        while True:
+            raw, recv_ms, feed = await self.queue.get()
+            frames = [(raw, recv_ms, feed)]
+            deadline = loop.time() + cfg.batch_max_ms / 1000
+            approx_events = len(raw) // 90
+            while approx_events < cfg.batch_max_events:
+                try:
+                    item = self.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self.queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                frames.append(item)
+                approx_events += len(item[0]) // 90
+            await self._write_frames(frames)
+
+    async def _write_frames(self, frames: list[tuple[str | bytes, int, str]]) -> None:
+        events: list = []
+        spots: list = []
+        stats = self.stats
+        for raw, recv_ms, feed in frames:
+            decoded = decode_frame(raw, feed=feed)
+            if decoded.rejects:
+                stats.rejects.update(decoded.rejects)
+            if decoded.quotes_and_trades:
+                events += decoded.quotes_and_trades
+                stats.lag_ms.append(recv_ms - decoded.max_ts_ms)
+            spots += decoded.spots
+            stats.counters["frames"] += 1
+        batch = build_batch(events, spots, self.universe, self.sequence)
+        stats.rejects.update(batch.rejects)
+        stats.counters["events_in"] += batch.events_in
+        stats.counters["quotes_conflated"] += batch.quotes_conflated
+        await self._commit(batch)
+        now_ms = time.time_ns() // 1_000_000
+        for _, recv_ms, _ in frames:
+            stats.commit_ms.append(now_ms - recv_ms)
+        stats.committed(batch.events_in, time.monotonic())
+
+    async def _commit(self, batch: Batch) -> None:
+        max_age = self.config.max_quote_age_ms
+        calls = [(call.keys(), call.args(max_age)) for call in batch.calls if call.count]
+        spot_calls = [
+            ([keys.spot(u)], [repr(tick.price), tick.ts_ms, "indices" if tick.sym.startswith("I:") else "stocks"])
+            for u, tick in batch.spots.items()
+        ]
+        delay = 0.05
+        while True:
+            try:
+                if calls:
+                    for reply in await eval_many(self.redis, "ingest_batch", calls):
+                        quotes, trades, stale, missing, buys, sells = reply
+                        c = self.stats.counters
+                        c["quotes_applied"] += quotes
+                        c["trades_applied"] += trades
+                        c["buys"] += buys
+                        c["sells"] += sells
+                        if stale:
+                            self.stats.rejects["out_of_sequence"] += stale
+                        if missing:
+                            self.stats.rejects["missing_contract"] += missing
+                if spot_calls:
+                    await eval_many(self.redis, "set_spot", spot_calls)
+                return
+            except (RedisError, OSError) as exc:
+                self.stats.counters["redis_errors"] += 1
+                log.warning("redis write failed (%s: %s); retrying the batch in %.2fs", type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _epoch_listener(self) -> None:
+        """Wake the universe task on every epoch notification (the periodic check covers gaps)."""
+        while True:
+            try:
+                pubsub = self.redis.pubsub()
+                await pubsub.subscribe(keys.EPOCHS_CHANNEL)
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self._universe_changed.set()
+            except (RedisError, OSError) as exc:
+                log.warning("epoch notifications lost (%s); resubscribing", exc)
+                await asyncio.sleep(1.0)
+
+    async def _universe_loop(self) -> None:
+        last_live: dict[str, tuple[str, ...]] = {}
+        last_requote = 0.0
+        while True:
+            try:
+                live = {
+                    u: tuple(await self.redis.zrange(keys.live_epochs(u), 0, -1)) for u in self.settings.underlyings
+                }
+                requote = time.monotonic() - last_requote >= self.config.requote_s
+                if live != last_live or requote:
+                    await self._replan(live)
+                    last_live, last_requote = live, time.monotonic()
+                await self._accept_epochs(live)
+            except (RedisError, OSError) as exc:
+                log.warning("universe refresh failed (%s); retrying", exc)
+            self._universe_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._universe_changed.wait(), self.config.universe_check_s)
+
+    async def _replan(self, live: dict[str, tuple[str, ...]]) -> None:
+        contracts: dict[str, tuple[str, str, tuple[str, ...]]] = {}
+        ranked: list[str] = []
+        today = datetime.now(NEW_YORK).date()
+        for u, epochs in live.items():
+            holders: dict[str, list[str]] = {}
+            for epoch in epochs:
+                members = self._universe_cache.get((u, epoch))
+                if members is None:
+                    members = frozenset(await self.redis.smembers(keys.epoch_universe(u, epoch)))
+                    self._universe_cache[(u, epoch)] = members
+                for cid in members:
+                    holders.setdefault(cid, []).append(epoch)
+            specs = []
+            for cid, epochs_holding in holders.items():
+                ticker = contract_id_to_ticker(cid)
+                contracts[ticker] = (u, cid, tuple(epochs_holding))
+                specs.append((ticker, parse_contract_id(cid)))
+            spot = await self.redis.hget(keys.spot(u), "price")
+            ranked += rank_for_quotes(specs, float(spot) if spot else None, today)
+        live_keys = {(u, e) for u, epochs in live.items() for e in epochs}
+        self._universe_cache = {k: v for k, v in self._universe_cache.items() if k in live_keys}
+        # Several underlyings: interleave their rankings so each gets quotes near its own money.
+        ranked = _interleave_by_underlying(ranked, contracts)
+        self.universe = Universe(
+            contracts, spot_symbols(self.settings.underlyings, self.settings.index_underlyings), live
+        )
+        plan = plan_options(
+            contracts.keys(),
+            ranked,
+            quote_connections=self.config.quote_connections,
+            quotes_per_connection=self.config.quotes_per_connection,
+            trades_wildcard=self.config.trades_wildcard,
+        )
+        for name, topics in plan.items():
+            await self.connections[name].set_desired(topics)
+        self.stats.counters["replans"] += 1
+
+    async def _accept_epochs(self, live: dict[str, tuple[str, ...]]) -> None:
+        trades = self.connections["options-0"]
+        if not trades.connected or trades.subscribed != trades.desired:
+            return
+        for u, epochs in live.items():
+            for epoch in epochs:
+                if (u, epoch) not in self._accepted and (u, epoch) in self._universe_cache:
+                    await self.redis.sadd(keys.epoch_ready(u, epoch), "ingest")
+                    self._accepted.add((u, epoch))
+                    log.info("epoch accepted by ingest underlying=%s epoch=%s", u, epoch)
+                    self._universe_changed.set()  # let promotion-waiting tasks see it soon
+
+    # ----- status --------------------------------------------------------------------------------------
+    def status(self) -> dict[str, str]:
+        """The status hash written to ``massive:ingest:status``."""
+        now_s = time.monotonic()
+        stats = self.stats
+        last_frame = max((c.last_frame_ms or 0 for c in self.connections.values()), default=0)
+        trades = self.connections["options-0"]
+        return {
+            "connected": "1" if all(c.connected for c in self.connections.values()) else "0",
+            "connections": orjson.dumps(
+                {
+                    name: {"connected": c.connected, "topics": len(c.subscribed), **c.counters}
+                    for name, c in self.connections.items()
+                }
+            ).decode(),
+            "updated_ms": str(time.time_ns() // 1_000_000),
+            "events_per_s": f"{stats.events_per_s(now_s):.1f}",
+            "events_committed": str(stats.counters["events_committed"]),
+            "lag_ms_p50": _fmt(stats.percentile(stats.lag_ms, 50)),
+            "lag_ms_p99": _fmt(stats.percentile(stats.lag_ms, 99)),
+            "commit_ms_p50": _fmt(stats.percentile(stats.commit_ms, 50)),
+            "commit_ms_p99": _fmt(stats.percentile(stats.commit_ms, 99)),
+            "last_frame_ms": str(last_frame),
+            "subscriptions_trades": str(sum(1 for t in trades.subscribed if t.startswith("T."))),
+            "subscriptions_quotes": str(
+                sum(1 for c in self.connections.values() for t in c.subscribed if t.startswith("Q."))
+            ),
+            "queue_frames": str(self.queue.qsize()),
+            "counters": orjson.dumps(dict(stats.counters)).decode(),
+            "rejects": orjson.dumps(dict(stats.rejects)).decode(),
+        }
+
+    async def _status_loop(self) -> None:
+        last_summary = 0.0
+        while True:
+            status = self.status()
+            try:
+                await self.redis.hset(keys.ingest_status(), mapping=status)
+            except (RedisError, OSError) as exc:
+                log.warning("status write failed: %s", exc)
+            if time.monotonic() - last_summary >= self.config.summary_every_s:
+                last_summary = time.monotonic()
+                log.info(
+                    "ingest connected=%s events/s=%s committed=%s trades=%s quotes=%s lag_p50=%sms commit_p99=%sms "
+                    "queue=%s rejects=%s",
+                    status["connected"], status["events_per_s"], status["events_committed"],
+                    status["subscriptions_trades"], status["subscriptions_quotes"], status["lag_ms_p50"],
+                    status["commit_ms_p99"], status["queue_frames"], status["rejects"],
+                )  # fmt: skip
+            await asyncio.sleep(self.config.status_every_s)
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def _interleave_by_underlying(ranked: list[str], contracts: dict[str, tuple[str, str, tuple[str, ...]]]) -> list[str]:
+    """Round-robin the per-underlying rankings (each list is already best-first)."""
+    per: dict[str, list[str]] = {}
+    for ticker in ranked:
+        per.setdefault(contracts[ticker][0], []).append(ticker)
+    lists = list(per.values())
+    out: list[str] = []
+    for i in range(max((len(x) for x in lists), default=0)):
+        out += [x[i] for x in lists if i < len(x)]
+    return out
+
+
+async def run_ingest(settings: Settings) -> int:
+    """Run the ingest process; returns the exit code (2 when the feed refused the API key)."""
+    from fabric.redis_client import async_redis_from_settings
+
+    redis = async_redis_from_settings(settings)
+    service = IngestService(settings, redis)
+    log.info("ingest starting: feed=%s underlyings=%s", settings.massive_ws_url, ",".join(settings.underlyings))
+    try:
+        await service.run()
+    except AuthFailed as exc:
+        log.error("%s", exc)
+        return 2
+    finally:
+        await redis.aclose()
+    return 1

@@ -1,0 +1,73 @@
+from ingest.batch import SequenceFilter, Universe, build_batch
+from ingest.decode import Quote, SpotTick, Trade
+
+A, B = "O:SPY251219C00650000", "O:SPY251219P00650000"
+CID_A, CID_B = "O:SPY:2025-12-19:650:C", "O:SPY:2025-12-19:650:P"
+UNIVERSE = Universe(
+    contracts={A: ("SPY", CID_A, ("e1",)), B: ("SPY", CID_B, ("e1", "e2"))},
+    spot_symbols={"SPY": "SPY", "I:SPX": "SPX"},
+    epochs={"SPY": ("e1", "e2")},
+)
+
+
+def q(sym: str, seq: int, bid: float = 1.0, ask: float = 1.1) -> Quote:
+    return Quote(sym, bid, ask, 10, 10, 1000 + seq, seq)
+
+
+def t(sym: str, seq: int, price: float = 1.05) -> Trade:
+    return Trade(sym, price, 1, 1000 + seq, seq)
+
+
+def kinds(call) -> list[tuple]:
+    out, p = [], 0
+    while p < len(call.events):
+        kind = call.events[p]
+        width = 8 if kind == "Q" else 6
+        out.append((kind, call.cids[call.events[p + 1] - 1], call.events[p + width - 1]))
+        p += width
+    return out
+
+
+def test_consecutive_quotes_conflate_but_a_trade_keeps_the_quote_in_force() -> None:
+    batch = build_batch([q(A, 1), q(A, 2), t(A, 3), q(A, 4), q(A, 5), q(A, 6)], [], UNIVERSE, SequenceFilter())
+    (call,) = batch.calls
+    assert kinds(call) == [("Q", CID_A, 2), ("T", CID_A, 3), ("Q", CID_A, 6)]
+    assert batch.quotes_conflated == 3 and batch.events_in == 6
+
+
+def test_events_go_to_every_live_epoch_holding_the_contract() -> None:
+    batch = build_batch([t(A, 1), t(B, 2)], [], UNIVERSE, SequenceFilter())
+    by_epoch = {call.epoch: kinds(call) for call in batch.calls}
+    assert by_epoch == {"e1": [("T", CID_A, 1), ("T", CID_B, 2)], "e2": [("T", CID_B, 2)]}
+    e1 = next(c for c in batch.calls if c.epoch == "e1")
+    assert e1.keys()[0] == "epoch:{SPY}:e1:heatmap:dirty_contracts"
+    assert e1.keys()[1:3] == [f"epoch:{{SPY}}:e1:heatmap:contract:{CID_A}", f"epoch:{{SPY}}:e1:gex:contract:{CID_A}"]
+    assert e1.args(120_000)[:3] == [120_000, CID_A, CID_B]
+
+
+def test_unknown_and_bad_symbols_are_counted_and_dropped() -> None:
+    batch = build_batch([t("O:QQQ251219C00500000", 1), t("O:??", 2), t(A, 3)], [], UNIVERSE, SequenceFilter())
+    assert batch.rejects == {"unknown_contract": 1, "bad_symbol": 1}
+    assert [kinds(c) for c in batch.calls] == [[("T", CID_A, 3)]]
+
+
+def test_out_of_order_and_duplicate_sequence_numbers_are_dropped_across_batches() -> None:
+    seq = SequenceFilter()
+    first = build_batch([t(A, 5), t(A, 5), t(A, 4), q(A, 3)], [], UNIVERSE, seq)
+    assert first.rejects == {"out_of_sequence": 2}  # the quote has its own sequence per type
+    second = build_batch([t(A, 5), t(A, 6)], [], UNIVERSE, seq)
+    assert second.rejects == {"out_of_sequence": 1}
+    assert kinds(second.calls[0]) == [("T", CID_A, 6)]
+
+
+def test_latest_spot_per_underlying_wins() -> None:
+    spots = [
+        SpotTick("SPY", 600.0, 5),
+        SpotTick("SPY", 601.0, 7),
+        SpotTick("SPY", 599.0, 6),
+        SpotTick("I:SPX", 6000.0, 1),
+        SpotTick("QQQ", 500.0, 1),
+    ]
+    batch = build_batch([], spots, UNIVERSE, SequenceFilter())
+    assert batch.spots == {"SPY": SpotTick("SPY", 601.0, 7), "SPX": SpotTick("I:SPX", 6000.0, 1)}
+    assert batch.rejects == {"unknown_spot_symbol": 1}

@@ -1,0 +1,107 @@
+"""``lua/ingest_batch.lua`` against a real redis-server: classification, exact cents, sequence, structure."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from fabric import keys
+from fabric.scripts import script
+from ingest.batch import EpochCall
+
+U, E = "SPY", "e1"
+CID = "O:SPY:2025-12-19:650:C"
+HM, GX = keys.contract(U, E, "heatmap", CID), keys.contract(U, E, "gex", CID)
+NOW = 1_800_000_000_000
+
+
+def seed(
+    r: redis.Redis, *, bid: str | None = "1.00", ask: str | None = "1.10", quote_ts: int = NOW, multiplier: int = 100
+) -> None:
+    fields = {"strike": "650", "expiry": "2025-12-19", "cp": "C", "tile": "0", "multiplier": multiplier}
+    if bid is not None:
+        fields.update(bid=bid, ask=ask, quote_ts_ms=quote_ts)
+    r.hset(HM, mapping=fields)
+    r.hset(GX, mapping={"strike": "650", "volume": 10})
+
+
+def run(r: redis.Redis, events: list[tuple], max_age_ms: int = 60_000) -> list[int]:
+    call = EpochCall(U, E)
+    for event in events:
+        i = call.index_of(event[1])
+        call.events += (event[0], i, *event[2:])
+        call.count += 1
+    return script(r, "ingest_batch")(keys=call.keys(), args=call.args(max_age_ms))
+
+
+def trade(price: str, size: int = 1, q: int = 10, ts: int = NOW + 1, cid: str = CID) -> tuple:
+    return ("T", cid, price, size, ts, q)
+
+
+def quote(bid: str, ask: str, q: int, ts: int = NOW + 1, cid: str = CID) -> tuple:
+    return ("Q", cid, bid, ask, 5, 6, ts, q)
+
+
+@pytest.mark.parametrize(
+    ("price", "sign"),
+    [("1.10", 1), ("1.25", 1), ("1.00", -1), ("0.95", -1), ("1.08", 1), ("1.02", -1), ("1.05", 0)],
+    ids=["at-ask", "above-ask", "at-bid", "below-bid", "inside-near-ask", "inside-near-bid", "midpoint"],
+)
+def test_quote_rule(r: redis.Redis, price: str, sign: int) -> None:
+    seed(r)
+    assert run(r, [trade(price, size=3)]) == [0, 1, 0, 0, int(sign > 0), int(sign < 0)]
+    cents = round(float(price) * 3 * 100 * 100)
+    h = r.hgetall(HM)
+    assert int(h.get("flow_cents", 0)) == sign * cents
+    assert int(h.get("buy_cents", 0)) == (cents if sign > 0 else 0)
+    assert int(h.get("sell_cents", 0)) == (cents if sign < 0 else 0)
+    assert h["volume"] == "3" and h["trades"] == "1" and h["last_price"] == price and h["trade_q"] == "10"
+    assert r.hget(GX, "volume") == "13"
+    assert r.smembers(keys.dirty_contracts(U, E)) == {CID}
+
+
+@pytest.mark.parametrize(
+    ("bid", "ask", "quote_ts"),
+    [
+        (None, None, NOW),
+        ("1.20", "1.10", NOW),
+        ("1.10", "1.10", NOW),
+        ("0", "1.10", NOW),
+        ("1.00", "1.10", NOW - 61_000),
+    ],
+    ids=["no-quote", "crossed", "locked", "one-sided", "stale"],
+)
+def test_unusable_quote_leaves_the_trade_unsigned(r: redis.Redis, bid, ask, quote_ts) -> None:
+    seed(r, bid=bid, ask=ask, quote_ts=quote_ts)
+    assert run(r, [trade("1.10")]) == [0, 1, 0, 0, 0, 0]
+    h = r.hgetall(HM)
+    assert "flow_cents" not in h and h["volume"] == "1" and h["trades"] == "1"
+
+
+def test_premium_is_exact_in_cents_for_any_multiplier(r: redis.Redis) -> None:
+    seed(r, multiplier=150)  # an adjusted contract
+    run(r, [trade("0.07", size=7, q=1), trade("3.33", size=3, q=2), trade("1.10", size=1, q=3)])
+    # 0.07·7·150 = 73.50 (sell), 3.33·3·150 = 1498.50 (buy), 1.10·1·150 = 165.00 (buy)
+    assert r.hmget(HM, "buy_cents", "sell_cents", "flow_cents") == ["166350", "7350", str(166350 - 7350)]
+
+
+def test_a_trade_uses_the_quote_that_preceded_it_in_the_batch(r: redis.Redis) -> None:
+    seed(r)
+    result = run(r, [quote("2.00", "2.10", q=1), trade("2.10", q=2), quote("2.50", "2.60", q=3), trade("2.50", q=4)])
+    assert result == [2, 2, 0, 0, 1, 1]
+    assert r.hmget(HM, "bid", "ask", "quote_q", "bid_size") == ["2.50", "2.60", "3", "5"]
+
+
+def test_replayed_and_out_of_order_events_are_dropped(r: redis.Redis) -> None:
+    seed(r)
+    assert run(r, [trade("1.10", q=10)])[1] == 1
+    assert run(r, [trade("1.10", q=10), trade("1.10", q=9), quote("1", "2", q=3)]) == [1, 0, 2, 0, 0, 0]
+    assert run(r, [quote("1", "2", q=3)]) == [0, 0, 1, 0, 0, 0]
+    assert r.hget(HM, "trades") == "1"
+
+
+def test_a_contract_without_a_hash_is_counted_and_never_created(r: redis.Redis) -> None:
+    before = set(r.keys("*"))
+    other = "O:SPY:2025-12-19:655:C"
+    assert run(r, [trade("1.10", cid=other), quote("1", "2", q=1, cid=other)]) == [0, 0, 0, 2, 0, 0]
+    assert set(r.keys("*")) == before

@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test bench lint venv clean
+.PHONY: run test bench lint venv clean chromium
 
 venv: $(STAMP)
 
@@ -18,10 +18,20 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	@bash scripts/run.sh
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	@command -v redis-server >/dev/null || { echo "redis-server not found: the tests start their own. Install Redis (Debian: apt-get install redis-server)"; exit 1; }
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
+
+# The dashboard's browser test drives Debian's Chromium with Playwright (no browser download is possible).
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser test"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+	  fi; \
+	  test -x /usr/bin/chromium || { echo "Chromium is needed for the browser test: apt-get install chromium"; exit 1; }; }
 
 bench: $(STAMP)
 	$(PY) -m bench

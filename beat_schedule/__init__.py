@@ -1,4 +1,4 @@
-"""Beat's schedule: latency-driven chain snapshots (and, later, the heatmap and GEX recomputes).
+"""Beat's schedule: latency-driven chain snapshots, fixed-cadence heatmap and GEX recomputes.
 
 ``celeryconfig`` calls :func:`build_beat_schedule`. Nothing here connects to Redis: each
 :class:`~beat_schedule.schedule.ChainSchedule` creates its client on its first ``is_due``.
@@ -41,11 +41,34 @@ def chain_snapshot_entries(settings: Settings) -> dict[str, dict[str, Any]]:
     return entries
 
 
+def model_entries(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Fixed-cadence entries per underlying: heatmap and GEX recomputes on their own queues, and the epoch
+    promotion check on ``chain``. Each message expires after one interval: a worker that was down finds
+    a backlog of stale recomputes and discards them instead of running them all.
+    """
+    entries: dict[str, dict[str, Any]] = {}
+    periodic = (
+        ("heatmap", "tasks.heatmap.recompute", "heatmap", settings.heatmap_interval_ms / 1000),
+        ("gex", "tasks.gex.recompute", "gex", settings.gex_interval_ms / 1000),
+        ("epochs-promote", "tasks.epochs.promote", CHAIN_QUEUE, 1.0),
+    )
+    for underlying in settings.underlyings:
+        u = underlying.upper()
+        for name, task, queue, interval_s in periodic:
+            entries[f"{name}-{u}"] = {
+                "task": task,
+                "schedule": interval_s,
+                "args": (u,),
+                "options": {"queue": queue, "expires": interval_s},
+            }
+    return entries
+
+
 def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Celery's ``beat_schedule``: every periodic entry of mmaker, built from ``settings``."""
     schedule: dict[str, dict[str, Any]] = {}
     schedule.update(chain_snapshot_entries(settings))
-    # Heatmap and GEX recomputes: add their entries here, one builder function per model.
+    schedule.update(model_entries(settings))
     return schedule
 
 
@@ -59,6 +82,7 @@ __all__ = [
     "build_beat_schedule",
     "chain_expires_s",
     "chain_snapshot_entries",
+    "model_entries",
     "next_chain_interval_s",
     "read_cadence",
     "record_chain_run",

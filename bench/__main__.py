@@ -8,7 +8,12 @@ import logging
 
 from bench.results import Result, save
 
-BENCHES = {"chain_decompose": "bench.chain_decompose"}
+BENCHES = {
+    "chain_decompose": "bench.chain_decompose",
+    "models_recompute": "bench.models_recompute",
+    "ingest_throughput": "bench.ingest_throughput",
+    "sse_fanout": "bench.sse_fanout",
+}
 
 
 def main() -> None:

@@ -62,12 +62,41 @@ def execute_transaction(client: Redis, commands: Iterable[Command]) -> list[obje
     return result
 
 
-def _read_replies(connection: object, count: int) -> list[object]:
+def execute_pipeline(client: Redis, commands: Iterable[Command]) -> list[object]:
+    """Run ``commands`` pipelined (no transaction) and return their replies in order, decoded as text.
+
+    For chain-sized reads (tens of thousands of HMGETs): packed by hiredis, sent in chunks, parsed by
+    hiredis. An error reply is returned in place (a ``hiredis.ReplyError``), not raised.
+    """
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        pack = hiredis.pack_command
+        chunk: list[bytes] = []
+        sent = 0
+        for command in commands:
+            chunk.append(pack(tuple(command)))
+            if len(chunk) >= CHUNK_COMMANDS:
+                connection.send_packed_command([b"".join(chunk)], check_health=False)
+                sent += len(chunk)
+                chunk = []
+        if chunk:
+            connection.send_packed_command([b"".join(chunk)], check_health=False)
+            sent += len(chunk)
+        return _read_replies(connection, sent, encoding="utf-8") if sent else []
+    except BaseException:
+        connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)
+
+
+def _read_replies(connection: object, count: int, encoding: str | None = None) -> list[object]:
     """Read ``count`` replies straight off the socket with a hiredis reader."""
     sock = connection._sock  # type: ignore[attr-defined]
     if sock is None:
         raise ConnectionError("connection closed before the replies arrived")
-    reader = hiredis.Reader()
+    reader = hiredis.Reader(encoding=encoding) if encoding else hiredis.Reader()
     buffer = bytearray(_RECV_BYTES)
     replies: list[object] = []
     while len(replies) < count:

@@ -27,6 +27,7 @@ class Promotion:
     status: str  # promoted | waiting | stale | not_warming | incomplete
     missing: tuple[str, ...]
     previous: str | None = None
+    published: tuple[str, ...] = ()  # models whose prepared view went live with the switch
 
     @property
     def promoted(self) -> bool:
@@ -101,13 +102,21 @@ def promote_epoch(
     if previous and previous != epoch:
         old_meta = keys.epoch_meta(underlying, previous)
         old_keys = all_epoch_keys(r, underlying, previous)
-    status, missing_csv = script(r, "promote_epoch")(
+    model_keys = []
+    for model in keys.MODELS:
+        model_keys += (
+            keys.prepared_view(underlying, epoch, model),
+            keys.model_view(model, underlying),
+            keys.model_version(model, underlying),
+        )
+    status, missing_csv, published_csv = script(r, "promote_epoch")(
         keys=[
             keys.active_epoch(underlying),
             keys.live_epochs(underlying),
             keys.epoch_meta(underlying, epoch),
             keys.epoch_ready(underlying, epoch),
             old_meta,
+            *model_keys,
             *old_keys,
         ],
         args=[
@@ -118,6 +127,9 @@ def promote_epoch(
             int(max_warming_s * 1000),
             keys.EPOCHS_CHANNEL,
             underlying.upper(),
+            keys.MODELS_CHANNEL,
+            len(keys.MODELS),
+            *keys.MODELS,
             *required,
         ],
     )
@@ -131,7 +143,8 @@ def promote_epoch(
                 ",".join(missing),
             )
         log.info("epoch promoted underlying=%s epoch=%s previous=%s", underlying, epoch, previous)
-    return Promotion(epoch, status, missing, previous)
+    published = tuple(m for m in published_csv.split(",") if m) if status == "promoted" else ()
+    return Promotion(epoch, status, missing, previous, published)
 
 
 def promote_ready_epochs(

@@ -14,7 +14,9 @@ contract id (see :mod:`fabric.contracts`).
 | ``epoch:{U}:E:heatmap:contract:cid`` | HASH heatmap projection of one contract |
 | ``epoch:{U}:E:heatmap:by_strike`` / ``by_dte`` / ``by_width`` / ``plane`` | ZSET cid → score |
 | ``epoch:{U}:E:heatmap:dirty_contracts`` | SET |
+| ``epoch:{U}:E:heatmap:dirty_processing`` | SET dirty contracts taken by an unfinished heatmap run |
 | ``epoch:{U}:E:heatmap:tiles`` | HASH tile → packed values |
+| ``epoch:{U}:E:<model>:prepared_view`` | STRING a model's view of a warming epoch |
 | ``epoch:{U}:E:gex:contract:cid`` | HASH GEX projection of one contract |
 | ``epoch:{U}:E:gex:by_strike`` / ``by_expiry`` | ZSET cid → score |
 | ``massive:spot:{U}`` | HASH price, ts_ms, source |
@@ -38,7 +40,10 @@ HEATMAP_INDEXES = ("by_strike", "by_dte", "by_width", "plane")
 GEX_INDEXES = ("by_strike", "by_expiry")
 MODEL_INDEXES: dict[str, tuple[str, ...]] = {"heatmap": HEATMAP_INDEXES, "gex": GEX_INDEXES}
 #: Per-epoch keys of one model that are not indexes or contract hashes.
-MODEL_EXTRA_KEYS: dict[str, tuple[str, ...]] = {"heatmap": ("dirty_contracts", "tiles"), "gex": ()}
+MODEL_EXTRA_KEYS: dict[str, tuple[str, ...]] = {
+    "heatmap": ("dirty_contracts", "dirty_processing", "tiles", "prepared_view"),
+    "gex": ("prepared_view",),
+}
 
 MODELS_CHANNEL = "mmaker:models"
 EPOCHS_CHANNEL = "mmaker:epochs"
@@ -99,6 +104,16 @@ def dirty_contracts(underlying: str, epoch: str) -> str:
 def heatmap_tiles(underlying: str, epoch: str) -> str:
     """HASH: heatmap tile → packed tile values."""
     return f"epoch:{tag(underlying)}:{epoch}:heatmap:tiles"
+
+
+def prepared_view(underlying: str, epoch: str, model: Model) -> str:
+    """STRING: a model's complete view of a *warming* epoch, published by the promotion script."""
+    return f"epoch:{tag(underlying)}:{epoch}:{model}:prepared_view"
+
+
+def dirty_processing(underlying: str, epoch: str) -> str:
+    """SET: dirty contracts taken by a heatmap run that has not finished yet (merged into the next run)."""
+    return f"epoch:{tag(underlying)}:{epoch}:heatmap:dirty_processing"
 
 
 def spot(underlying: str) -> str:

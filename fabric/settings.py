@@ -48,6 +48,7 @@ def _csv(value: str) -> tuple[str, ...]:
 
 
 def _widths(value: str) -> dict[str, float]:
+    """``A:1,B:2.5`` → {"A": 1.0, "B": 2.5}."""
     out: dict[str, float] = {}
     for item in value.split(","):
         if ":" in item:
@@ -82,7 +83,7 @@ class Settings:
     # epochs
     epoch_retire_ttl_s: int = 300
     epoch_max_warming_s: float = 30.0
-    epoch_required_components: tuple[str, ...] = ()
+    epoch_required_components: tuple[str, ...] = ("ingest", "heatmap", "gex")
     # simulator (used when no API key is set)
     sim_host: str = "127.0.0.1"
     sim_port: int = 8765
@@ -95,6 +96,18 @@ class Settings:
     ingest_quotes_per_connection: int = 1_000
     ingest_trades_wildcard: bool = False
     ingest_max_quote_age_ms: int = 120_000
+    # models
+    heatmap_interval_ms: int = 500
+    gex_interval_ms: int = 3_000
+    risk_free_rate: float = 0.04
+    dividend_yields: Mapping[str, float] = field(default_factory=lambda: {"SPY": 0.012, "SPX": 0.013, "QQQ": 0.006})
+    # web (SSE, JSON API, dashboard)
+    web_host: str = "127.0.0.1"
+    web_port: int = 8000
+    web_token: str | None = field(default=None, repr=False)
+    web_cors_origins: tuple[str, ...] = ()
+    sse_ping_s: float = 15.0
+    stale_view_s: float = 30.0
 
     @property
     def uses_simulator(self) -> bool:
@@ -109,6 +122,10 @@ class Settings:
     def bucket_width(self, underlying: str) -> float:
         """The heatmap strike-bucket width of ``underlying`` (points)."""
         return float(self.bucket_widths.get(underlying.upper(), self.default_bucket_width))
+
+    def dividend_yield(self, underlying: str) -> float:
+        """The continuous dividend yield used to re-price ``underlying``'s options (0 when not configured)."""
+        return float(self.dividend_yields.get(underlying.upper(), 0.0))
 
     def massive_asset(self, underlying: str) -> str:
         """Massive's name for the underlying: ``I:SPX`` for an index, ``SPY`` otherwise."""
@@ -170,7 +187,7 @@ class Settings:
             chain_parallel_ranges=int(get("MMAKER_CHAIN_PARALLEL_RANGES", "4")),
             epoch_retire_ttl_s=int(get("MMAKER_EPOCH_RETIRE_TTL_S", "300")),
             epoch_max_warming_s=float(get("MMAKER_EPOCH_MAX_WARMING_S", "30")),
-            epoch_required_components=_lower_csv(get("MMAKER_EPOCH_REQUIRED", "")),
+            epoch_required_components=_required(get("MMAKER_EPOCH_REQUIRED", "ingest,heatmap,gex")),
             sim_host=sim_host,
             sim_port=sim_port,
             sim_seed=int(get("MMAKER_SIM_SEED", "7")),
@@ -181,7 +198,25 @@ class Settings:
             ingest_quotes_per_connection=int(get("MMAKER_INGEST_QUOTES_PER_CONNECTION", "1000")),
             ingest_trades_wildcard=get("MMAKER_INGEST_TRADES_WILDCARD", "0").lower() in ("1", "true", "yes"),
             ingest_max_quote_age_ms=int(get("MMAKER_INGEST_MAX_QUOTE_AGE_MS", "120000")),
+            heatmap_interval_ms=min(1000, max(250, int(get("MMAKER_HEATMAP_INTERVAL_MS", "500")))),
+            gex_interval_ms=min(5000, max(2000, int(get("MMAKER_GEX_INTERVAL_MS", "3000")))),
+            risk_free_rate=float(get("MMAKER_RISK_FREE_RATE", "0.04")),
+            dividend_yields={
+                **{"SPY": 0.012, "SPX": 0.013, "QQQ": 0.006},
+                **_widths(get("MMAKER_DIVIDEND_YIELDS", "")),
+            },
+            web_host=get("MMAKER_WEB_HOST", "127.0.0.1"),
+            web_port=int(get("MMAKER_WEB_PORT", "8000")),
+            web_token=env.get("MMAKER_WEB_TOKEN") or None,
+            web_cors_origins=tuple(o.strip() for o in get("MMAKER_WEB_CORS_ORIGINS", "").split(",") if o.strip()),
+            sse_ping_s=float(get("MMAKER_SSE_PING_S", "15")),
+            stale_view_s=float(get("MMAKER_STALE_VIEW_S", "30")),
         )
+
+
+def _required(value: str) -> tuple[str, ...]:
+    """``MMAKER_EPOCH_REQUIRED``: a comma list of components, or ``none`` for promotion without waiting."""
+    return () if value.strip().lower() == "none" else _lower_csv(value)
 
 
 def _lower_csv(value: str) -> tuple[str, ...]:

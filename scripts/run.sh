@@ -7,7 +7,7 @@ PY=.venv/bin/python
 mkdir -p var/redis
 
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
-processes=(chain beat flower)
+processes=(ingest chain heatmap gex beat web flower)
 if [ -z "${MASSIVE_API_KEY:-}" ]; then
   processes=(sim "${processes[@]}")
   echo "MASSIVE_API_KEY is not set: running on the built-in market simulator."
@@ -34,8 +34,8 @@ then
   processes=(redis "${processes[@]}")
 fi
 
-echo "Simulator REST/WS: http://${MMAKER_SIM_HOST:-127.0.0.1}:${MMAKER_SIM_PORT:-8765}  (status: /admin/status)"
-echo "Flower:            http://${MMAKER_FLOWER_ADDRESS:-127.0.0.1}:${MMAKER_FLOWER_PORT:-5555}"
+[ -z "${MASSIVE_API_KEY:-}" ] && echo "Simulator REST/WS: http://${MMAKER_SIM_HOST:-127.0.0.1}:${MMAKER_SIM_PORT:-8765}  (status: /admin/status)"
+echo "Dashboard:         http://${MMAKER_WEB_HOST:-127.0.0.1}:${MMAKER_WEB_PORT:-8000}/   (health: /healthz)"
+echo "Flower:            http://${MMAKER_FLOWER_ADDRESS:-127.0.0.1}:${MMAKER_FLOWER_PORT:-5555}$([ -n "${FLOWER_BASIC_AUTH:-}" ] && echo "   (basic auth on)")"
 echo "State store:       $("$PY" -c 'import os; from fabric.settings import mask_url; print(mask_url(os.environ["REDIS_URL"]))')"
-echo "Dashboard:         not built yet (the web issue); inspect epochs with: redis-cli keys 'massive:epoch:*'"
 exec .venv/bin/honcho start -f Procfile "${processes[@]}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-app = Celery("mmaker", include=["tasks.chain", "tasks.epochs"])
+app = Celery("mmaker", include=["tasks.chain", "tasks.epochs", "tasks.heatmap", "tasks.gex"])
 app.config_from_object("celeryconfig")
 
 __all__ = ["app"]

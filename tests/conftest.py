@@ -27,6 +27,8 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["MMAKER_SIM_PORT"] = str(SIM_PORT)
     os.environ.pop("MASSIVE_REST_URL", None)
     os.environ.pop("MASSIVE_WS_URL", None)
+    # Tests that are not about promotion get epochs promoted at once; the ones that are set their own.
+    os.environ["MMAKER_EPOCH_REQUIRED"] = "none"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -126,10 +126,10 @@ def test_promotion_is_compare_and_set(r: redis.Redis) -> None:
     assert promote(r, a.epoch_id).status == "not_warming"
     # The pointer moves between our read and the script (another promoter won): the script refuses.
     r.set(keys.active_epoch("SPY"), "someone-else")
-    status, current = script(r, "promote_epoch")(
+    status, current, _ = script(r, "promote_epoch")(
         keys=[keys.active_epoch("SPY"), keys.live_epochs("SPY"), keys.epoch_meta("SPY", b.epoch_id),
               keys.epoch_ready("SPY", b.epoch_id), keys.epoch_meta("SPY", b.epoch_id)],
-        args=[b.epoch_id, "", 300, NOW, 30_000, keys.EPOCHS_CHANNEL, "SPY"],
+        args=[b.epoch_id, "", 300, NOW, 30_000, keys.EPOCHS_CHANNEL, "SPY", keys.MODELS_CHANNEL, 0],
     )
     assert (status, current) == ("stale", "someone-else")
     assert r.get(keys.active_epoch("SPY")) == "someone-else"

@@ -15,6 +15,8 @@ def test_defaults_run_on_the_simulator() -> None:
     assert s.underlyings == ("SPY", "SPX")
     assert s.epoch_retire_ttl_s == 300
     assert s.epoch_max_warming_s == 30
+    assert s.epoch_required_components == ("ingest", "heatmap", "gex")
+    assert Settings.from_env({"MMAKER_EPOCH_REQUIRED": "none"}).epoch_required_components == ()
     assert s.massive_asset("SPX") == "I:SPX" and s.massive_asset("spy") == "SPY"
     assert s.bucket_width("SPX") == 5.0 and s.bucket_width("IWM") == 1.0
 

@@ -6,25 +6,14 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
-import pytest
 import redis
-from celery.contrib.testing.worker import start_worker
 
 from fabric import keys
 from fabric.epochs import active_epoch
 from tasks import app
 from tasks.chain import snapshot
 from tests.support.servers import ROOT, SimProcess
-
-
-@pytest.fixture(scope="module")
-def chain_worker(sim: SimProcess) -> Iterator[None]:
-    """A real Celery worker consuming the ``chain`` queue of the test broker (solo pool, in a thread)."""
-    with start_worker(app, pool="solo", perform_ping_check=False, queues=["chain"], loglevel="WARNING",
-                      shutdown_timeout=30):  # fmt: skip
-        yield
 
 
 def wait_for(predicate, timeout_s: float = 60.0) -> None:
@@ -41,7 +30,7 @@ def test_broker_is_the_test_server_not_6379(redis_server) -> None:
     assert str(redis_server.port) in os.environ["REDIS_URL"] and redis_server.port != 6379
 
 
-def test_queued_snapshot_creates_and_promotes_an_epoch(r: redis.Redis, chain_worker: None) -> None:
+def test_queued_snapshot_creates_and_promotes_an_epoch(r: redis.Redis, worker: None) -> None:
     snapshot.apply_async(args=["SPY"], queue="chain")
     wait_for(lambda: active_epoch(r, "SPY") is not None)
     epoch = active_epoch(r, "SPY")
@@ -49,7 +38,7 @@ def test_queued_snapshot_creates_and_promotes_an_epoch(r: redis.Redis, chain_wor
     assert int(r.hget(keys.chain_cadence("SPY"), "runs")) == 1
 
 
-def test_called_by_hand_with_the_celery_cli(r: redis.Redis, chain_worker: None) -> None:
+def test_called_by_hand_with_the_celery_cli(r: redis.Redis, worker: None) -> None:
     env = {**os.environ}
     done = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "tasks", "call", "tasks.chain.snapshot", "--args", '["SPX"]'],

@@ -1,0 +1,83 @@
+"""The GEX model's Redis side: read the GEX projection, re-price, publish.
+
+The projection's exposure inputs (strike, expiry, settlement instant, call/put, OI, IV, multiplier, snapshot
+gamma) change only when a chain snapshot refreshes them, and every refresh stamps the epoch meta's
+``refreshed_ms``. The parsed chain is therefore cached per (underlying, epoch, refreshed_ms) in the worker:
+a cache of Redis, never a second source of truth — a new snapshot or a restarted worker re-reads it.
+Spot is read on every run; gamma is re-priced at it by the pure :func:`models.gex.compute_gex`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+
+from fabric import keys
+from fabric.bulk import execute_pipeline
+from fabric.publish import Publication, publish_view
+from models.gex import GexChain, compute_gex
+
+GEX_FIELDS = ("strike", "expiry", "expiry_ts", "cp", "oi", "iv", "multiplier", "gamma")
+_cache: dict[tuple[str, str], tuple[str, GexChain]] = {}
+
+
+@dataclass(frozen=True)
+class GexRun:
+    """What one recompute of one epoch did."""
+
+    epoch: str
+    contracts: int
+    cached: bool
+    publication: Publication | None
+    skipped: str = ""
+
+
+def read_chain(r: Redis, underlying: str, epoch: str) -> tuple[GexChain, bool]:
+    """The epoch's parsed GEX projection, from the cache when the epoch was not refreshed since."""
+    refreshed = r.hget(keys.epoch_meta(underlying, epoch), "refreshed_ms") or ""
+    hit = _cache.get((underlying, epoch))
+    if hit is not None and hit[0] == refreshed:
+        return hit[1], True
+    cids = sorted(r.smembers(keys.epoch_universe(underlying, epoch)))
+    prefix = keys.contract_prefix(underlying, epoch, "gex")
+    replies = execute_pipeline(r, (("HMGET", prefix + cid, *GEX_FIELDS) for cid in cids))
+    rows = [
+        {name: value for name, value in zip(GEX_FIELDS, values, strict=True) if value is not None}
+        for values in replies
+        if isinstance(values, list) and values[0] is not None
+    ]
+    chain = GexChain.from_rows(rows)
+    _cache[(underlying, epoch)] = (refreshed, chain)
+    return chain, False
+
+
+def gex_view(
+    chain: GexChain, underlying: str, epoch: str, *, spot: float, now_ms: int, rate: float, dividend_yield: float
+) -> dict[str, Any]:
+    """The complete GEX view (without ``version``: the publish script adds it)."""
+    body = compute_gex(chain, spot=spot, now_ms=now_ms, rate=rate, dividend_yield=dividend_yield)
+    return {"model": "gex", "underlying": underlying, "epoch": epoch, "as_of_ms": now_ms, **body}
+
+
+def run_gex(
+    r: Redis, underlying: str, *, rate: float = 0.0, dividend_yield: float = 0.0, now_ms: int | None = None
+) -> list[GexRun]:
+    """Recompute and publish (or prepare) the GEX view of every live epoch of ``underlying``."""
+    u = underlying.upper()
+    spot_text = r.hget(keys.spot(u), "price")
+    live = r.zrange(keys.live_epochs(u), 0, -1)
+    for gone in [k for k in _cache if k[0] == u and k[1] not in live]:
+        del _cache[gone]
+    runs = []
+    for epoch in live:
+        if not spot_text:
+            runs.append(GexRun(epoch, 0, False, None, skipped="no spot yet"))
+            continue
+        chain, cached = read_chain(r, u, epoch)
+        view = gex_view(chain, u, epoch, spot=float(spot_text), now_ms=now_ms or time.time_ns() // 1_000_000,
+                        rate=rate, dividend_yield=dividend_yield)  # fmt: skip
+        runs.append(GexRun(epoch, len(chain), cached, publish_view(r, "gex", u, epoch, view)))
+    return runs

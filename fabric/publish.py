@@ -1,0 +1,56 @@
+"""Publish a model's complete view through ``lua/publish_view.lua``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis import Redis
+
+from fabric import keys
+from fabric.keys import Model
+from fabric.scripts import script
+
+
+@dataclass(frozen=True)
+class Publication:
+    """``published`` (with the new version), ``prepared`` (a warming epoch's view) or ``refused``."""
+
+    status: str
+    version: int
+    detail: str = ""
+
+    @property
+    def published(self) -> bool:
+        """True when subscribers can now see the view."""
+        return self.status == "published"
+
+
+def encode_view(view: dict[str, Any]) -> bytes:
+    """The JSON body of a view (without ``version``: the script adds it). NaN/inf become null."""
+    if "version" in view:
+        raise ValueError("the publish script sets the version; do not pass one")
+    body = orjson.dumps(view, option=orjson.OPT_SERIALIZE_NUMPY)
+    if len(body) < 3 or body[:1] != b"{":
+        raise ValueError("a view is a non-empty JSON object")
+    return body
+
+
+def publish_view(r: Redis, model: Model, underlying: str, epoch: str, view: dict[str, Any]) -> Publication:
+    """Publish ``view`` (computed from ``epoch``) if that epoch is active; prepare it if warming."""
+    u = underlying.upper()
+    status, detail = script(r, "publish_view")(
+        keys=[
+            keys.active_epoch(u),
+            keys.model_view(model, u),
+            keys.model_version(model, u),
+            keys.epoch_meta(u, epoch),
+            keys.prepared_view(u, epoch, model),
+            keys.epoch_ready(u, epoch),
+        ],
+        args=[epoch, encode_view(view), keys.MODELS_CHANNEL, model, u],
+    )
+    if status == "published":
+        return Publication(status, int(detail))
+    return Publication(status, 0, str(detail))

@@ -1,0 +1,172 @@
+"""The heatmap's Redis side: take dirty contracts, recompute their tiles from contract state, publish.
+
+A tile is always recomputed from the *current* state of every contract in it (never patched with a
+delta), so a run that is repeated, or killed at any point and followed by another, can neither lose nor
+double-count flow:
+
+1. ``take_dirty.lua`` moves the dirty set into a processing set (merged with what an unfinished run left);
+2. the tiles of those contracts are found through the ``plane`` ZSET, all their contracts read (one
+   pipelined round of HMGETs) and aggregated by the pure :func:`models.heatmap.aggregate_tiles`;
+3. the tiles are written (HSET), then the processing set is deleted;
+4. the complete view is built from the tiles hash and published through ``publish_view.lua``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis import Redis
+
+from fabric import keys
+from fabric.bulk import execute_pipeline
+from fabric.publish import Publication, publish_view
+from fabric.scripts import script
+from models.heatmap import COUNTERS, Tile, aggregate_tile_values, build_heatmap_view, pack_tile, unpack_tile
+
+log = logging.getLogger(__name__)
+
+CONTRACT_FIELDS = ("tile", "cp", *COUNTERS)
+EMPTY_TILE = Tile()
+
+
+@dataclass(frozen=True)
+class EpochLayout:
+    """The heatmap axes and tile membership of an epoch — structure, immutable for the epoch's life, so a
+    worker caches it per epoch (one ZRANGE of the ``plane`` index) instead of asking Redis every run."""
+
+    expiries: list[str]
+    bucket_first: int
+    bucket_count: int
+    bucket_width: float
+    tile_of: dict[str, int]
+    members: dict[int, list[str]]
+
+    @property
+    def tile_count(self) -> int:
+        """Cells in the expiry × bucket plane."""
+        return len(self.expiries) * self.bucket_count
+
+
+@dataclass(frozen=True)
+class TileRun:
+    """What one recompute of one epoch did."""
+
+    epoch: str
+    dirty: int
+    tiles_recomputed: int
+    contracts_read: int
+    publication: Publication | None
+
+
+_layouts: dict[tuple[str, str], EpochLayout] = {}
+
+
+def read_layout(r: Redis, underlying: str, epoch: str) -> EpochLayout | None:
+    """The epoch's axes and tile membership (cached per epoch), or None if the epoch is gone."""
+    cached = _layouts.get((underlying, epoch))
+    if cached is not None:
+        return cached
+    meta = r.hmget(keys.epoch_meta(underlying, epoch), "expiries", "bucket_first", "bucket_count", "bucket_width")
+    if meta[0] is None:
+        return None
+    plane = _as_pairs(r.zrange(keys.model_index(underlying, epoch, "heatmap", "plane"), 0, -1, withscores=True))
+    tile_of = {cid: int(score) for cid, score in plane}
+    members: dict[int, list[str]] = {}
+    for cid, tile in tile_of.items():
+        members.setdefault(tile, []).append(cid)
+    layout = EpochLayout(orjson.loads(meta[0]), int(meta[1]), int(meta[2]), float(meta[3]), tile_of, members)
+    _layouts[(underlying, epoch)] = layout
+    return layout
+
+
+def forget_layouts(underlying: str, live: Iterable[str]) -> None:
+    """Drop cached layouts of epochs that are no longer live."""
+    keep = set(live)
+    for key in [k for k in _layouts if k[0] == underlying and k[1] not in keep]:
+        del _layouts[key]
+
+
+def take_dirty(r: Redis, underlying: str, epoch: str) -> list[str]:
+    """The contracts to recompute: the dirty set moved (atomically) into the processing set."""
+    return list(script(r, "take_dirty")(keys=[keys.dirty_contracts(underlying, epoch),
+                                               keys.dirty_processing(underlying, epoch)]))  # fmt: skip
+
+
+def finish_dirty(r: Redis, underlying: str, epoch: str) -> None:
+    """The taken contracts' tiles are written: forget them."""
+    r.delete(keys.dirty_processing(underlying, epoch))
+
+
+def _as_pairs(reply: Any) -> list[tuple[str, float]]:
+    """ZRANGE … WITHSCORES as (member, score) pairs, in RESP2 (flat) or RESP3 (nested) shape."""
+    if reply and isinstance(reply[0], list | tuple):
+        return [(m, float(s)) for m, s in reply]
+    return [(reply[i], float(reply[i + 1])) for i in range(0, len(reply), 2)]
+
+
+def contracts_of_tiles(dirty: Iterable[str], layout: EpochLayout) -> tuple[set[int], list[str]]:
+    """The tiles holding any of ``dirty`` and every contract of those tiles."""
+    tiles = {layout.tile_of[cid] for cid in dirty if cid in layout.tile_of}
+    return tiles, [cid for tile in sorted(tiles) for cid in layout.members[tile]]
+
+
+def read_contract_values(r: Redis, underlying: str, epoch: str, cids: Iterable[str]) -> list[list[str | None]]:
+    """``CONTRACT_FIELDS`` of each existing contract hash, positionally (one pipelined round of HMGETs)."""
+    prefix = keys.contract_prefix(underlying, epoch, "heatmap")
+    replies = execute_pipeline(r, (("HMGET", prefix + cid, *CONTRACT_FIELDS) for cid in cids))
+    return [values for values in replies if isinstance(values, list) and values[0] is not None]
+
+
+def read_tiles(r: Redis, underlying: str, epoch: str) -> dict[int, Tile]:
+    """Every stored tile of the epoch."""
+    return {int(k): unpack_tile(v) for k, v in r.hgetall(keys.heatmap_tiles(underlying, epoch)).items()}
+
+
+def recompute_tiles(r: Redis, underlying: str, epoch: str, layout: EpochLayout) -> tuple[int, int, int]:
+    """Steps 1–3 for one epoch: returns (dirty contracts, tiles recomputed, contracts read)."""
+    dirty = take_dirty(r, underlying, epoch)
+    if not dirty:
+        return 0, 0, 0
+    touched, members = contracts_of_tiles(dirty, layout)
+    tiles = aggregate_tile_values(read_contract_values(r, underlying, epoch, members))
+    packed = {str(t): pack_tile(tiles.get(t, EMPTY_TILE)) for t in touched}
+    if packed:
+        r.hset(keys.heatmap_tiles(underlying, epoch), mapping=packed)
+    finish_dirty(r, underlying, epoch)
+    return len(dirty), len(touched), len(members)
+
+
+def heatmap_view(r: Redis, underlying: str, epoch: str, layout: EpochLayout, *, now_ms: int) -> dict[str, Any]:
+    """The complete view of the epoch from its stored tiles (without ``version``: the script adds it)."""
+    spot = r.hget(keys.spot(underlying), "price")
+    body = build_heatmap_view(
+        read_tiles(r, underlying, epoch),
+        expiries=layout.expiries,
+        bucket_first=layout.bucket_first,
+        bucket_count=layout.bucket_count,
+        bucket_width=layout.bucket_width,
+        spot=float(spot) if spot else None,
+    )
+    return {"model": "heatmap", "underlying": underlying.upper(), "epoch": epoch, "as_of_ms": now_ms, **body}
+
+
+def run_heatmap(r: Redis, underlying: str, *, now_ms: int | None = None) -> list[TileRun]:
+    """Recompute and publish (or prepare) the heatmap of every live epoch of ``underlying``."""
+    u = underlying.upper()
+    runs = []
+    live = r.zrange(keys.live_epochs(u), 0, -1)
+    forget_layouts(u, live)
+    for epoch in live:
+        layout = read_layout(r, u, epoch)
+        if layout is None:
+            continue
+        dirty, recomputed, read = recompute_tiles(r, u, epoch, layout)
+        view = heatmap_view(r, u, epoch, layout, now_ms=now_ms or time.time_ns() // 1_000_000)
+        publication = publish_view(r, "heatmap", u, epoch, view)
+        runs.append(TileRun(epoch, dirty, recomputed, read, publication))
+    return runs

@@ -1,0 +1,15 @@
+-- take_dirty.lua — atomically take the dirty contracts of one heatmap epoch for a recompute.
+--
+-- The dirty set is moved into the processing set (merged with whatever an unfinished earlier run left
+-- there), so a run killed at any point loses nothing: the next run takes those contracts again. The
+-- caller deletes the processing set only after its tiles are written (finish_dirty).
+--
+-- KEYS[1]  epoch:{U}:<E>:heatmap:dirty_contracts    SET
+-- KEYS[2]  epoch:{U}:<E>:heatmap:dirty_processing   SET
+-- Returns  the contract ids to recompute (every member of the processing set)
+
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('SUNIONSTORE', KEYS[2], KEYS[2], KEYS[1])
+  redis.call('DEL', KEYS[1])
+end
+return redis.call('SMEMBERS', KEYS[2])

@@ -1,0 +1,238 @@
+"""Flow heatmap tile math — pure: trade classification, per-contract counters, tiles and the view.
+
+Deliberate choices (the ingest Lua script is tested against this module, so it must make the same ones):
+
+- **Prices are compared in integer micro-dollars** (``floor(x·1e6 + 0.5)``, the same expression in Lua), so
+  a decimal midpoint is exactly the midpoint: with bid 1.10 / ask 1.30 a print at 1.20 is unsigned, which
+  float subtraction would get wrong.
+- **Usable quote**: finite bid ≥ 0, finite ask > 0, bid ≤ ask. A zero *bid* under a positive ask is a real
+  one-sided market (far out-of-the-money options) and is kept; a missing, zero-ask or crossed quote → 0.
+- **Locked quote** (bid == ask): a print above it is +1, below it −1, *at* it 0 — it cannot tell which side
+  was lifted.
+- **Sums are exact**: premiums are integer micro-dollars everywhere — the contract hash counters
+  (``flow_micro``, ``buy_micro``, ``sell_micro``, written by ``lua/ingest_batch.lua`` with HINCRBY) and the
+  tiles — so summing contracts in any order or split gives bit-identical tiles and ``pack_tile`` /
+  ``unpack_tile`` are lossless. Only the view converts to dollars.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+MICRO_PER_USD = 1_000_000
+#: The live counters of a heatmap contract hash (absent = 0): premiums in integer micro-dollars.
+COUNTERS = ("flow_micro", "buy_micro", "sell_micro", "volume", "trades")
+
+
+def to_micro(value: float) -> int:
+    """A price or premium in integer micro-dollars, rounded half up (``math.floor(x * 1e6 + 0.5)`` in Lua)."""
+    return math.floor(value * MICRO_PER_USD + 0.5)
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def classify_trade(price: float, bid: float | None, ask: float | None) -> int:
+    """The quote rule: +1 buy, −1 sell, 0 unsigned, for a print at ``price`` against the last NBBO.
+
+    price ≥ ask → +1; price ≤ bid → −1; inside the spread → the nearer side; exactly at the midpoint → 0.
+    No usable quote (missing, ask ≤ 0, negative bid, crossed) or no positive price → 0. Locked quote: above
+    +1, below −1, at it 0. Compared in integer micro-dollars (see the module docstring).
+    """
+    if not (_finite(price) and _finite(bid) and _finite(ask)) or price <= 0:
+        return 0
+    assert bid is not None and ask is not None
+    if bid < 0 or ask <= 0 or bid > ask:
+        return 0
+    p, b, a = to_micro(price), to_micro(bid), to_micro(ask)
+    if b == a:
+        return (p > a) - (p < b)
+    if p >= a:
+        return 1
+    if p <= b:
+        return -1
+    twice = 2 * p
+    return (twice > a + b) - (twice < a + b)
+
+
+def _integer(value: Any) -> int:
+    """A counter from a hash (text or number); absent / "" = 0; raises ValueError if not an integer."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, int):
+        return value
+    return int(value)
+
+
+def apply_trade(
+    state: Mapping[str, Any], price: float, size: int, multiplier: int, bid: float | None, ask: float | None
+) -> dict[str, Any]:
+    """``state`` with one trade applied to the live counters (absent counters count as 0).
+
+    premium = price·size·multiplier in integer micro-dollars (price rounded to the micro-dollar first, as the
+    Lua script does); ``flow_micro`` += sign·premium; ``buy_micro`` / ``sell_micro`` += premium for a buy /
+    sell; ``volume`` += size; ``trades`` += 1. Unsigned prints count in volume and trades only. A print
+    without a positive finite price and a positive size leaves the counters unchanged. Other fields of
+    ``state`` are copied through.
+    """
+    updated = dict(state)
+    for name in COUNTERS:
+        updated[name] = _integer(state.get(name))
+    if not (_finite(price) and price > 0 and size > 0):
+        return updated
+    sign = classify_trade(price, bid, ask)
+    premium = to_micro(price) * int(size) * int(multiplier)
+    updated["flow_micro"] += sign * premium
+    if sign > 0:
+        updated["buy_micro"] += premium
+    elif sign < 0:
+        updated["sell_micro"] += premium
+    updated["volume"] += int(size)
+    updated["trades"] += 1
+    return updated
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One heatmap cell (expiry × strike bucket): premiums in integer micro-dollars, volume in contracts."""
+
+    net_flow_micro: int = 0
+    buy_premium_micro: int = 0
+    sell_premium_micro: int = 0
+    volume: int = 0
+    trades: int = 0
+    call_flow_micro: int = 0
+    put_flow_micro: int = 0
+
+    def __add__(self, other: Tile) -> Tile:
+        return Tile(*(a + b for a, b in zip(self.counters(), other.counters(), strict=True)))
+
+    def counters(self) -> tuple[int, ...]:
+        """The counters in field order (the packed order)."""
+        return tuple(getattr(self, name) for name in _TILE_FIELDS)
+
+    @property
+    def is_empty(self) -> bool:
+        """True when nothing ever traded in it (every counter zero)."""
+        return not any(self.counters())
+
+    def to_view(self) -> dict[str, float | int]:
+        """The tile's values in dollars: net_flow, buy_premium, sell_premium, volume, trades, call_flow, put_flow."""
+        return {
+            "net_flow": self.net_flow_micro / MICRO_PER_USD,
+            "buy_premium": self.buy_premium_micro / MICRO_PER_USD,
+            "sell_premium": self.sell_premium_micro / MICRO_PER_USD,
+            "volume": self.volume,
+            "trades": self.trades,
+            "call_flow": self.call_flow_micro / MICRO_PER_USD,
+            "put_flow": self.put_flow_micro / MICRO_PER_USD,
+        }
+
+
+_TILE_FIELDS = tuple(f.name for f in fields(Tile))
+
+
+def aggregate_tiles(contracts: Iterable[Mapping[str, str]]) -> dict[int, Tile]:
+    """Sum heatmap contract hashes (``tile cp flow_micro buy_micro sell_micro volume trades``) per tile.
+
+    Absent counters are 0. A row without an integer tile ≥ 0, a ``cp`` of "C"/"P" or with a non-integer
+    counter is skipped. Exact (integer micro-dollars): any split merged with :func:`merge_tiles` equals the
+    whole.
+    """
+    return aggregate_tile_values(
+        (row.get("tile"), row.get("cp"), *(row.get(name) for name in COUNTERS)) for row in contracts
+    )
+
+
+def aggregate_tile_values(rows: Iterable[Sequence[Any]]) -> dict[int, Tile]:
+    """:func:`aggregate_tiles` on positional rows ``(tile, cp, flow_micro, buy_micro, sell_micro, volume,
+    trades)`` — the order of an HMGET — without building a dict per contract (the heatmap's hot path)."""
+    sums: dict[int, list[int]] = {}
+    for tile_text, cp, flow, buy, sell, volume, trades in rows:
+        try:
+            tile = int(tile_text)
+            values = (int(flow or 0), int(buy or 0), int(sell or 0), int(volume or 0), int(trades or 0))
+        except (TypeError, ValueError):
+            continue
+        if tile < 0 or (cp != "C" and cp != "P"):
+            continue
+        acc = sums.get(tile)
+        if acc is None:
+            acc = sums[tile] = [0, 0, 0, 0, 0, 0, 0]
+        acc[0] += values[0]
+        acc[1] += values[1]
+        acc[2] += values[2]
+        acc[3] += values[3]
+        acc[4] += values[4]
+        acc[5 if cp == "C" else 6] += values[0]
+    return {tile: Tile(*acc) for tile, acc in sums.items()}
+
+
+def merge_tiles(*parts: Mapping[int, Tile]) -> dict[int, Tile]:
+    """Tile-wise sum of several aggregations (e.g. of disjoint sets of contracts)."""
+    merged: dict[int, Tile] = {}
+    for part in parts:
+        for index, tile in part.items():
+            merged[index] = merged[index] + tile if index in merged else tile
+    return merged
+
+
+def pack_tile(tile: Tile) -> str:
+    """Compact exact text of a tile for the tiles HASH: its integer counters comma-separated, in field order."""
+    return ",".join(str(v) for v in tile.counters())
+
+
+def unpack_tile(packed: str) -> Tile:
+    """Inverse of :func:`pack_tile`; raises ValueError on malformed text."""
+    values = packed.split(",")
+    if len(values) != len(_TILE_FIELDS):
+        raise ValueError(f"packed tile needs {len(_TILE_FIELDS)} values, got {packed!r}")
+    return Tile(*(int(v) for v in values))
+
+
+def tile_index(expiry_index: int, bucket: int, *, bucket_first: int, bucket_count: int) -> int:
+    """The tile (plane score) of a cell: expiry_index × bucket_count + (bucket − bucket_first)."""
+    if not 0 <= bucket - bucket_first < bucket_count or expiry_index < 0:
+        raise ValueError(f"bucket {bucket} / expiry row {expiry_index} outside the plane")
+    return expiry_index * bucket_count + (bucket - bucket_first)
+
+
+def tile_cell(tile: int, *, bucket_first: int, bucket_count: int) -> tuple[int, int]:
+    """Inverse of :func:`tile_index`: (expiry_index, bucket)."""
+    expiry_index, column = divmod(tile, bucket_count)
+    return expiry_index, bucket_first + column
+
+
+def bucket_lower_strike(bucket: int, bucket_width: float) -> float:
+    """The lower-edge strike of a bucket (bucket = floor(strike / width), width exact in thousandths)."""
+    return bucket * round(bucket_width * 1000) / 1000
+
+
+def build_heatmap_view(
+    tiles: Mapping[int, Tile], *, expiries: list[str], bucket_first: int, bucket_count: int, bucket_width: float,
+    spot: float | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The JSON-ready heatmap view: ``spot, bucket_width, buckets`` (lower-edge strikes), ``expiries`` and
+    ``tiles`` — the non-empty cells in tile order, each ``{expiry, bucket (its lower-edge strike), net_flow,
+    buy_premium, sell_premium, volume, trades, call_flow, put_flow}`` (premiums in $). Tiles outside the plane
+    are ignored.
+    """
+    cells = []
+    for index in sorted(tiles):
+        tile = tiles[index]
+        expiry_index, bucket = tile_cell(index, bucket_first=bucket_first, bucket_count=bucket_count)
+        if tile.is_empty or index < 0 or expiry_index >= len(expiries):
+            continue
+        cells.append({"expiry": expiries[expiry_index], "bucket": bucket_lower_strike(bucket, bucket_width),
+                      **tile.to_view()})  # fmt: skip
+    return {
+        "spot": None if spot is None else float(spot),
+        "bucket_width": float(bucket_width),
+        "buckets": [bucket_lower_strike(bucket_first + i, bucket_width) for i in range(bucket_count)],
+        "expiries": list(expiries),
+        "tiles": cells,
+    }

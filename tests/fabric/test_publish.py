@@ -1,0 +1,107 @@
+"""Publication and promotion of views against a real redis-server."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import orjson
+import redis
+
+from chain.decompose import decompose
+from chain.store import write_decomposition
+from fabric import keys
+from fabric.epochs import promote_epoch
+from fabric.publish import publish_view
+from tests.support.chains import chain_rows
+
+NOW = 1_800_000_000_000
+
+
+def epoch(r: redis.Redis, expiries: list[date]) -> str:
+    dec = decompose("SPY", chain_rows("SPY", expiries, [99, 100]), bucket_width=1.0, am_settled_roots=())
+    write_decomposition(r, dec, now_ms=NOW, retire_ttl_s=300)
+    return dec.epoch_id
+
+
+def promote(r: redis.Redis, e: str, required: tuple[str, ...] = (), now_ms: int = NOW + 1):
+    return promote_epoch(r, "SPY", e, required=required, max_warming_s=30, retire_ttl_s=300, now_ms=now_ms)
+
+
+def view(e: str, n: int) -> dict:
+    return {"model": "gex", "underlying": "SPY", "epoch": e, "as_of_ms": NOW + n, "net_gex": float(n)}
+
+
+def messages(pubsub) -> list[dict]:
+    out = []
+    while (m := pubsub.get_message(timeout=0.2)) is not None:
+        if m["type"] == "message":
+            out.append(orjson.loads(m["data"]))
+    return out
+
+
+def test_only_the_active_epoch_publishes_with_increasing_versions(r: redis.Redis) -> None:
+    a = epoch(r, [date(2030, 1, 18)])
+    promote(r, a)
+    pubsub = r.pubsub()
+    pubsub.subscribe(keys.MODELS_CHANNEL)
+    messages(pubsub)
+    assert publish_view(r, "gex", "SPY", a, view(a, 1)).version == 1
+    assert publish_view(r, "gex", "SPY", a, view(a, 2)).version == 2
+    stored = r.get(keys.model_view("gex", "SPY"))
+    assert stored.startswith('{"version":2,') and orjson.loads(stored) == {"version": 2, **view(a, 2)}
+    assert messages(pubsub) == [
+        {"model": "gex", "underlying": "SPY", "version": 1},
+        {"model": "gex", "underlying": "SPY", "version": 2},
+    ]
+    refused = publish_view(r, "gex", "SPY", "not-an-epoch", view("x", 3))
+    assert refused.status == "refused" and r.get(keys.model_view("gex", "SPY")) == stored
+    assert messages(pubsub) == []
+    pubsub.close()
+
+
+def test_a_warming_epoch_view_is_prepared_not_published(r: redis.Redis) -> None:
+    a = epoch(r, [date(2030, 1, 18)])
+    promote(r, a)
+    publish_view(r, "gex", "SPY", a, view(a, 1))
+    b = epoch(r, [date(2030, 1, 18), date(2030, 2, 15)])
+    result = publish_view(r, "gex", "SPY", b, view(b, 2))
+    assert result.status == "prepared"
+    assert orjson.loads(r.get(keys.model_view("gex", "SPY")))["epoch"] == a
+    assert orjson.loads(r.get(keys.prepared_view("SPY", b, "gex")))["epoch"] == b
+    assert r.sismember(keys.epoch_ready("SPY", b), "gex")
+
+
+def test_promotion_publishes_prepared_views_in_the_same_step(r: redis.Redis) -> None:
+    a = epoch(r, [date(2030, 1, 18)])
+    promote(r, a)
+    publish_view(r, "gex", "SPY", a, view(a, 1))
+    publish_view(r, "heatmap", "SPY", a, {**view(a, 1), "model": "heatmap"})
+    b = epoch(r, [date(2030, 1, 18), date(2030, 2, 15)])
+    publish_view(r, "gex", "SPY", b, view(b, 5))
+    publish_view(r, "heatmap", "SPY", b, {**view(b, 5), "model": "heatmap"})
+    pubsub = r.pubsub()
+    pubsub.subscribe(keys.MODELS_CHANNEL)
+    messages(pubsub)
+    result = promote(r, b, required=("gex", "heatmap"))
+    assert result.promoted and set(result.published) == {"gex", "heatmap"}
+    for model in ("gex", "heatmap"):
+        published = orjson.loads(r.get(keys.model_view(model, "SPY")))
+        assert published["epoch"] == b and published["version"] == 2
+        assert not r.exists(keys.prepared_view("SPY", b, model))
+    assert sorted(m["model"] for m in messages(pubsub)) == ["gex", "heatmap"]
+    # and the old epoch can no longer publish
+    assert publish_view(r, "gex", "SPY", a, view(a, 9)).status == "refused"
+
+
+def test_forced_promotion_removes_a_view_that_has_no_prepared_successor(r: redis.Redis) -> None:
+    a = epoch(r, [date(2030, 1, 18)])
+    promote(r, a)
+    publish_view(r, "gex", "SPY", a, view(a, 1))
+    publish_view(r, "heatmap", "SPY", a, {**view(a, 1), "model": "heatmap"})
+    b = epoch(r, [date(2030, 1, 18), date(2030, 2, 15)])
+    publish_view(r, "heatmap", "SPY", b, {**view(b, 5), "model": "heatmap"})
+    assert promote(r, b, required=("gex", "heatmap"), now_ms=NOW + 1000).status == "waiting"
+    forced = promote(r, b, required=("gex", "heatmap"), now_ms=NOW + 31_000)
+    assert forced.promoted and forced.missing == ("gex",) and forced.published == ("heatmap",)
+    assert orjson.loads(r.get(keys.model_view("heatmap", "SPY")))["epoch"] == b
+    assert r.get(keys.model_view("gex", "SPY")) is None  # never an old-epoch view after the switch

@@ -1,0 +1,207 @@
+import itertools
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.heatmap import (
+    Tile,
+    aggregate_tiles,
+    apply_trade,
+    build_heatmap_view,
+    classify_trade,
+    merge_tiles,
+    pack_tile,
+    tile_cell,
+    tile_index,
+    unpack_tile,
+)
+
+# ---------------------------------------------------------------- classification
+
+
+@pytest.mark.parametrize(("price", "bid", "ask", "sign"), [
+    (2.00, 1.90, 2.00, 1),     # at the ask
+    (2.05, 1.90, 2.00, 1),     # above the ask
+    (1.90, 1.90, 2.00, -1),    # at the bid
+    (1.80, 1.90, 2.00, -1),    # below the bid
+    (1.98, 1.90, 2.00, 1),     # inside, nearer the ask
+    (1.92, 1.90, 2.00, -1),    # inside, nearer the bid
+    (1.95, 1.90, 2.00, 0),     # exactly the midpoint
+    (1.20, 1.10, 1.30, 0),     # a decimal midpoint float subtraction would misjudge
+    (1.200001, 1.10, 1.30, 1),  # a micro-dollar above the midpoint
+    (1.2000004, 1.10, 1.30, 0),  # below a micro-dollar: the midpoint
+    (0.03, 0.0, 0.05, 1),      # zero bid, positive ask: a real one-sided market
+    (0.01, 0.0, 0.05, -1),
+    (1.95, None, 2.00, 0),     # no bid
+    (1.95, 1.90, None, 0),     # no ask
+    (1.95, math.nan, 2.00, 0),
+    (0.05, 0.0, 0.0, 0),       # zero quote
+    (1.95, 2.00, 1.90, 0),     # crossed
+    (2.10, 2.00, 1.90, 0),     # crossed, even outside
+    (1.95, -0.1, 2.00, 0),     # negative bid
+    (0.0, 1.90, 2.00, 0),      # no price
+    (2.00, 2.00, 2.00, 0),     # locked: at the locked price → unsigned
+    (2.01, 2.00, 2.00, 1),     # locked: above
+    (1.99, 2.00, 2.00, -1),    # locked: below
+])  # fmt: skip
+def test_quote_rule(price: float, bid: float | None, ask: float | None, sign: int) -> None:
+    assert classify_trade(price, bid, ask) == sign
+
+
+@settings(max_examples=200, deadline=None)
+@given(bid_c=st.integers(1, 100_000), spread_c=st.integers(1, 500), offset_c=st.integers(-1_000, 1_000))
+def test_quote_rule_on_cent_grids(bid_c: int, spread_c: int, offset_c: int) -> None:
+    # Integer cents decide exactly what the rule should answer.
+    ask_c = bid_c + spread_c
+    price_c = bid_c + offset_c
+    if price_c <= 0:
+        return
+    if price_c >= ask_c:
+        expected = 1
+    elif price_c <= bid_c:
+        expected = -1
+    else:
+        expected = (2 * price_c > bid_c + ask_c) - (2 * price_c < bid_c + ask_c)
+    assert classify_trade(price_c / 100, bid_c / 100, ask_c / 100) == expected
+
+
+def test_apply_trade_counts_signed_premium() -> None:
+    state = {"strike": "100", "cp": "C"}  # live counters absent = 0
+    bought = apply_trade(state, 2.00, 3, 100, 1.90, 2.00)
+    assert bought == {"strike": "100", "cp": "C", "flow_micro": 600_000_000, "buy_micro": 600_000_000,
+                      "sell_micro": 0, "volume": 3, "trades": 1}  # fmt: skip
+    sold = apply_trade(bought, 1.90, 2, 100, 1.90, 2.00)
+    assert sold["flow_micro"] == 220_000_000 and sold["sell_micro"] == 380_000_000
+    mid = apply_trade(sold, 1.95, 10, 100, 1.90, 2.00)
+    assert mid["flow_micro"] == sold["flow_micro"] and mid["volume"] == 15 and mid["trades"] == 3
+    assert mid["buy_micro"] == 600_000_000 and mid["sell_micro"] == 380_000_000
+    # counters as Redis text
+    text = apply_trade({"flow_micro": "10500000", "buy_micro": "10500000", "volume": "1", "trades": "1"},
+                       1.0, 1, 10, 0.5, 1.0)  # fmt: skip
+    assert text["flow_micro"] == 20_500_000 and text["buy_micro"] == 20_500_000 and text["volume"] == 2
+    # a print with no price or size changes nothing
+    assert apply_trade(mid, 0.0, 5, 100, 1.9, 2.0) == mid
+    assert apply_trade(mid, 2.0, 0, 100, 1.9, 2.0) == mid
+    assert state == {"strike": "100", "cp": "C"}  # input untouched
+
+
+# ---------------------------------------------------------------- tiles
+
+contract_strategy = st.fixed_dictionaries(
+    {"tile": st.integers(0, 11).map(str), "cp": st.sampled_from(["C", "P"])},
+    optional={
+        "flow_micro": st.integers(-(10**13), 10**13).map(str),
+        "buy_micro": st.integers(0, 10**13).map(str),
+        "sell_micro": st.integers(0, 10**13).map(str),
+        "volume": st.integers(0, 100_000).map(str),
+        "trades": st.integers(0, 10_000).map(str),
+    },
+)
+
+
+def test_aggregate_tiles_sums_per_tile_and_splits_calls_and_puts() -> None:
+    contracts = [
+        {"tile": "4", "cp": "C", "flow_micro": "600000000", "buy_micro": "600000000", "volume": "3", "trades": "1"},
+        {"tile": "4", "cp": "P", "flow_micro": "-380000000", "sell_micro": "380000000", "volume": "2",
+         "trades": "1"},
+        {"tile": "5", "cp": "C"},  # never traded: all counters absent
+        {"tile": "", "cp": "C", "flow_micro": "1"},  # unparseable rows are skipped
+        {"tile": "6", "cp": "X", "flow_micro": "1"},
+        {"tile": "6", "cp": "C", "flow_micro": "abc"},
+        {"tile": "6", "cp": "C", "flow_micro": "1.5"},
+    ]
+    tiles = aggregate_tiles(contracts)
+    assert set(tiles) == {4, 5}
+    assert tiles[4].to_view() == {"net_flow": 220.0, "buy_premium": 600.0, "sell_premium": 380.0, "volume": 5,
+                                  "trades": 2, "call_flow": 600.0, "put_flow": -380.0}  # fmt: skip
+    assert tiles[5].is_empty and not tiles[4].is_empty
+
+
+@settings(max_examples=100, deadline=None)
+@given(contracts=st.lists(contract_strategy, max_size=40), cuts=st.lists(st.integers(0, 40), max_size=4))
+def test_aggregating_any_split_equals_aggregating_all(contracts: list[dict], cuts: list[int]) -> None:
+    bounds = [0, *sorted(min(c, len(contracts)) for c in cuts), len(contracts)]
+    parts = [aggregate_tiles(contracts[a:b]) for a, b in itertools.pairwise(bounds)]
+    assert merge_tiles(*parts) == aggregate_tiles(contracts)
+    assert aggregate_tiles(reversed(contracts)) == aggregate_tiles(contracts)
+
+
+tile_strategy = st.builds(
+    Tile,
+    *(st.integers(-(10**18), 10**18) for _ in range(3)),
+    st.integers(0, 10**12), st.integers(0, 10**9),
+    *(st.integers(-(10**18), 10**18) for _ in range(2)),
+)  # fmt: skip
+
+
+@given(tile=tile_strategy)
+def test_pack_unpack_round_trip_is_exact(tile: Tile) -> None:
+    packed = pack_tile(tile)
+    assert unpack_tile(packed) == tile
+    assert "," in packed and " " not in packed
+
+
+def test_pack_is_compact_and_unpack_rejects_garbage() -> None:
+    assert pack_tile(Tile()) == "0,0,0,0,0,0,0"
+    assert pack_tile(Tile(net_flow_micro=220_000_000, volume=5, trades=2)) == "220000000,0,0,5,2,0,0"
+    for bad in ("", "1,2,3", "1,2,3,4,5,6,7,8", "1,2,3,4,5,6,x"):
+        with pytest.raises(ValueError):
+            unpack_tile(bad)
+
+
+@given(expiry_index=st.integers(0, 60), bucket_first=st.integers(-5, 5000), bucket_count=st.integers(1, 3000),
+       data=st.data())  # fmt: skip
+def test_tile_index_round_trip(expiry_index: int, bucket_first: int, bucket_count: int, data: st.DataObject) -> None:
+    bucket = data.draw(st.integers(bucket_first, bucket_first + bucket_count - 1))
+    index = tile_index(expiry_index, bucket, bucket_first=bucket_first, bucket_count=bucket_count)
+    assert index == expiry_index * bucket_count + (bucket - bucket_first)
+    assert tile_cell(index, bucket_first=bucket_first, bucket_count=bucket_count) == (expiry_index, bucket)
+
+
+def test_tile_index_matches_the_readme_example_and_rejects_outside_buckets() -> None:
+    # Buckets 99, 100, 101 (width 1); O:SPY:2030-02-15:100:C sits in expiry row 1 → tile 3 + 1.
+    assert tile_index(1, 100, bucket_first=99, bucket_count=3) == 4
+    assert tile_index(0, 101, bucket_first=99, bucket_count=3) == 2
+    with pytest.raises(ValueError):
+        tile_index(0, 102, bucket_first=99, bucket_count=3)
+
+
+def test_build_heatmap_view() -> None:
+    tiles = {
+        4: Tile(net_flow_micro=220_000_000, buy_premium_micro=600_000_000, sell_premium_micro=380_000_000, volume=5,
+                trades=2, call_flow_micro=600_000_000, put_flow_micro=-380_000_000),
+        0: Tile(volume=1, trades=1),  # unsigned print only: still non-empty
+        2: Tile(),  # empty: left out
+        9: Tile(volume=1, trades=1),  # outside the plane (2 expiries × 3 buckets): ignored
+    }  # fmt: skip
+    view = build_heatmap_view(tiles, expiries=["2030-01-18", "2030-02-15"], bucket_first=1000, bucket_count=3,
+                              bucket_width=2.5, spot=2502.25)  # fmt: skip
+    assert view["spot"] == 2502.25 and view["bucket_width"] == 2.5
+    assert view["buckets"] == [2500.0, 2502.5, 2505.0]
+    assert view["expiries"] == ["2030-01-18", "2030-02-15"]
+    assert view["tiles"] == [
+        {"expiry": "2030-01-18", "bucket": 2500.0, "net_flow": 0.0, "buy_premium": 0.0, "sell_premium": 0.0,
+         "volume": 1, "trades": 1, "call_flow": 0.0, "put_flow": 0.0},
+        {"expiry": "2030-02-15", "bucket": 2502.5, "net_flow": 220.0, "buy_premium": 600.0, "sell_premium": 380.0,
+         "volume": 5, "trades": 2, "call_flow": 600.0, "put_flow": -380.0},
+    ]  # fmt: skip
+    empty = build_heatmap_view({}, expiries=[], bucket_first=0, bucket_count=0, bucket_width=0.1, spot=None)
+    assert empty == {"spot": None, "bucket_width": 0.1, "buckets": [], "expiries": [], "tiles": []}
+    assert build_heatmap_view({}, expiries=["x"], bucket_first=1, bucket_count=3, bucket_width=0.1,
+                              spot=None)["buckets"] == [0.1, 0.2, 0.3]  # fmt: skip
+
+
+def test_contracts_to_view_end_to_end() -> None:
+    rows = [
+        {"tile": "1", "cp": "C", **apply_trade({}, 2.0, 3, 100, 1.9, 2.0)},
+        {"tile": "1", "cp": "P", **apply_trade({}, 1.0, 1, 100, 1.0, 1.1)},
+    ]
+    rows = [{k: str(v) for k, v in row.items()} for row in rows]
+    packed = {i: pack_tile(t) for i, t in aggregate_tiles(rows).items()}
+    view = build_heatmap_view({i: unpack_tile(p) for i, p in packed.items()}, expiries=["2030-01-18"],
+                              bucket_first=10, bucket_count=2, bucket_width=1.0, spot=11.0)  # fmt: skip
+    assert view["tiles"] == [{"expiry": "2030-01-18", "bucket": 11.0, "net_flow": 500.0, "buy_premium": 600.0,
+                              "sell_premium": 100.0, "volume": 4, "trades": 2, "call_flow": 600.0,
+                              "put_flow": -100.0}]  # fmt: skip

@@ -7,8 +7,9 @@ double-count flow:
 1. ``take_dirty.lua`` moves the dirty set into a processing set (merged with what an unfinished run left);
 2. the tiles of those contracts are found through the ``plane`` ZSET, all their contracts read (one
    pipelined round of HMGETs) and aggregated by the pure :func:`models.heatmap.aggregate_tiles`;
-3. the tiles are written (HSET), then the processing set is deleted;
-4. the complete view is built from the tiles hash and published through ``publish_view.lua``.
+3. the tiles are written (HSET), the tiles version INCR'd and the processing set deleted, in one MULTI/EXEC;
+4. the complete view is built — from the worker's copy of the tile cells, trusted while the stored tiles
+   version matches it (:class:`TileBoard`) — and published through ``publish_view.lua``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,15 @@ from fabric import keys
 from fabric.bulk import execute_pipeline
 from fabric.publish import Publication, publish_view
 from fabric.scripts import script
-from models.heatmap import COUNTERS, Tile, aggregate_tile_values, build_heatmap_view, pack_tile, unpack_tile
+from models.heatmap import (
+    COUNTERS,
+    Tile,
+    aggregate_tile_values,
+    assemble_heatmap_view,
+    pack_tile,
+    tile_cells,
+    unpack_tile,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,21 +94,17 @@ def read_layout(r: Redis, underlying: str, epoch: str) -> EpochLayout | None:
 
 
 def forget_layouts(underlying: str, live: Iterable[str]) -> None:
-    """Drop cached layouts of epochs that are no longer live."""
+    """Drop cached layouts and tile boards of epochs that are no longer live."""
     keep = set(live)
-    for key in [k for k in _layouts if k[0] == underlying and k[1] not in keep]:
-        del _layouts[key]
+    for cache in (_layouts, _boards):
+        for key in [k for k in cache if k[0] == underlying and k[1] not in keep]:
+            del cache[key]
 
 
 def take_dirty(r: Redis, underlying: str, epoch: str) -> list[str]:
     """The contracts to recompute: the dirty set moved (atomically) into the processing set."""
     return list(script(r, "take_dirty")(keys=[keys.dirty_contracts(underlying, epoch),
                                                keys.dirty_processing(underlying, epoch)]))  # fmt: skip
-
-
-def finish_dirty(r: Redis, underlying: str, epoch: str) -> None:
-    """The taken contracts' tiles are written: forget them."""
-    r.delete(keys.dirty_processing(underlying, epoch))
 
 
 def _as_pairs(reply: Any) -> list[tuple[str, float]]:
@@ -127,31 +132,75 @@ def read_tiles(r: Redis, underlying: str, epoch: str) -> dict[int, Tile]:
     return {int(k): unpack_tile(v) for k, v in r.hgetall(keys.heatmap_tiles(underlying, epoch)).items()}
 
 
+@dataclass
+class TileBoard:
+    """This worker's copy of an epoch's tile cells, trusted while the epoch's ``tiles_version`` matches.
+
+    Every write of the tiles hash INCRs the version in the same transaction, so a copy whose version is the
+    stored one is exactly the stored tiles; any other writer (another worker after a failover) moves the
+    version, and the copy is rebuilt from Redis. Not a second source of truth: a cache of one.
+    """
+
+    version: int
+    cells: dict[int, dict[str, Any] | None]
+
+
+_boards: dict[tuple[str, str], TileBoard] = {}
+
+
+def _axes(layout: EpochLayout) -> dict[str, Any]:
+    return {"expiries": layout.expiries, "bucket_first": layout.bucket_first, "bucket_count": layout.bucket_count,
+            "bucket_width": layout.bucket_width}  # fmt: skip
+
+
+def load_board(r: Redis, underlying: str, epoch: str, layout: EpochLayout) -> TileBoard:
+    """The epoch's tile cells: the cached copy when its version is current, else rebuilt from Redis."""
+    version = int(r.get(keys.heatmap_tiles_version(underlying, epoch)) or 0)
+    board = _boards.get((underlying, epoch))
+    if board is not None and board.version == version:
+        return board
+    pipe = r.pipeline(transaction=True)
+    pipe.hgetall(keys.heatmap_tiles(underlying, epoch))
+    pipe.get(keys.heatmap_tiles_version(underlying, epoch))
+    stored, stored_version = pipe.execute()
+    tiles = {int(k): unpack_tile(v) for k, v in stored.items()}
+    board = TileBoard(int(stored_version or 0), tile_cells(tiles, **_axes(layout)))
+    _boards[(underlying, epoch)] = board
+    return board
+
+
 def recompute_tiles(r: Redis, underlying: str, epoch: str, layout: EpochLayout) -> tuple[int, int, int]:
-    """Steps 1–3 for one epoch: returns (dirty contracts, tiles recomputed, contracts read)."""
+    """Steps 1–3 for one epoch: returns (dirty contracts, tiles recomputed, contracts read).
+
+    The caller deletes nothing by hand: the processing set goes in the same transaction as the tiles, so a
+    run killed before that transaction leaves it for the next run, and one killed after has finished.
+    """
     dirty = take_dirty(r, underlying, epoch)
     if not dirty:
         return 0, 0, 0
     touched, members = contracts_of_tiles(dirty, layout)
-    tiles = aggregate_tile_values(read_contract_values(r, underlying, epoch, members))
-    packed = {str(t): pack_tile(tiles.get(t, EMPTY_TILE)) for t in touched}
-    if packed:
-        r.hset(keys.heatmap_tiles(underlying, epoch), mapping=packed)
-    finish_dirty(r, underlying, epoch)
+    recomputed = aggregate_tile_values(read_contract_values(r, underlying, epoch, members))
+    written = {t: recomputed.get(t, EMPTY_TILE) for t in touched}
+    pipe = r.pipeline(transaction=True)
+    if written:
+        pipe.hset(keys.heatmap_tiles(underlying, epoch), mapping={str(t): pack_tile(v) for t, v in written.items()})
+    pipe.incr(keys.heatmap_tiles_version(underlying, epoch))
+    pipe.delete(keys.dirty_processing(underlying, epoch))  # finish: same transaction as the write
+    version = pipe.execute()[-2]
+    board = _boards.get((underlying, epoch))
+    if board is not None and board.version == version - 1:
+        board.cells.update(tile_cells(written, **_axes(layout)))
+        board.version = version
+    else:
+        _boards.pop((underlying, epoch), None)
     return len(dirty), len(touched), len(members)
 
 
 def heatmap_view(r: Redis, underlying: str, epoch: str, layout: EpochLayout, *, now_ms: int) -> dict[str, Any]:
-    """The complete view of the epoch from its stored tiles (without ``version``: the script adds it)."""
+    """The complete view of the epoch from its tiles (without ``version``: the script adds it)."""
+    board = load_board(r, underlying, epoch, layout)
     spot = r.hget(keys.spot(underlying), "price")
-    body = build_heatmap_view(
-        read_tiles(r, underlying, epoch),
-        expiries=layout.expiries,
-        bucket_first=layout.bucket_first,
-        bucket_count=layout.bucket_count,
-        bucket_width=layout.bucket_width,
-        spot=float(spot) if spot else None,
-    )
+    body = assemble_heatmap_view(board.cells, spot=float(spot) if spot else None, **_axes(layout))
     return {"model": "heatmap", "underlying": underlying.upper(), "epoch": epoch, "as_of_ms": now_ms, **body}
 
 
@@ -165,6 +214,7 @@ def run_heatmap(r: Redis, underlying: str, *, now_ms: int | None = None) -> list
         layout = read_layout(r, u, epoch)
         if layout is None:
             continue
+        load_board(r, u, epoch, layout)
         dirty, recomputed, read = recompute_tiles(r, u, epoch, layout)
         view = heatmap_view(r, u, epoch, layout, now_ms=now_ms or time.time_ns() // 1_000_000)
         publication = publish_view(r, "heatmap", u, epoch, view)

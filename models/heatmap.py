@@ -212,6 +212,37 @@ def bucket_lower_strike(bucket: int, bucket_width: float) -> float:
     return bucket * round(bucket_width * 1000) / 1000
 
 
+def tile_cells(
+    tiles: Mapping[int, Tile], *, expiries: list[str], bucket_first: int, bucket_count: int, bucket_width: float
+) -> dict[int, dict[str, Any] | None]:
+    """The view cell of each tile — ``{expiry, bucket (lower-edge strike), net_flow, buy_premium,
+    sell_premium, volume, trades, call_flow, put_flow}`` in $ — or None for an empty tile or one outside the
+    plane (a caller that keeps cells between runs replaces only the tiles it recomputed)."""
+    cells: dict[int, dict[str, Any] | None] = {}
+    for index, tile in tiles.items():
+        expiry_index, bucket = tile_cell(index, bucket_first=bucket_first, bucket_count=bucket_count)
+        if tile.is_empty or index < 0 or expiry_index >= len(expiries):
+            cells[index] = None
+        else:
+            cells[index] = {"expiry": expiries[expiry_index], "bucket": bucket_lower_strike(bucket, bucket_width),
+                            **tile.to_view()}  # fmt: skip
+    return cells
+
+
+def assemble_heatmap_view(
+    cells: Mapping[int, dict[str, Any] | None], *, expiries: list[str], bucket_first: int, bucket_count: int,
+    bucket_width: float, spot: float | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The JSON-ready heatmap view from prepared cells (see :func:`tile_cells`), non-empty ones in tile order."""
+    return {
+        "spot": None if spot is None else float(spot),
+        "bucket_width": float(bucket_width),
+        "buckets": [bucket_lower_strike(bucket_first + i, bucket_width) for i in range(bucket_count)],
+        "expiries": list(expiries),
+        "tiles": [cells[index] for index in sorted(cells) if cells[index] is not None],
+    }
+
+
 def build_heatmap_view(
     tiles: Mapping[int, Tile], *, expiries: list[str], bucket_first: int, bucket_count: int, bucket_width: float,
     spot: float | None,
@@ -221,18 +252,6 @@ def build_heatmap_view(
     buy_premium, sell_premium, volume, trades, call_flow, put_flow}`` (premiums in $). Tiles outside the plane
     are ignored.
     """
-    cells = []
-    for index in sorted(tiles):
-        tile = tiles[index]
-        expiry_index, bucket = tile_cell(index, bucket_first=bucket_first, bucket_count=bucket_count)
-        if tile.is_empty or index < 0 or expiry_index >= len(expiries):
-            continue
-        cells.append({"expiry": expiries[expiry_index], "bucket": bucket_lower_strike(bucket, bucket_width),
-                      **tile.to_view()})  # fmt: skip
-    return {
-        "spot": None if spot is None else float(spot),
-        "bucket_width": float(bucket_width),
-        "buckets": [bucket_lower_strike(bucket_first + i, bucket_width) for i in range(bucket_count)],
-        "expiries": list(expiries),
-        "tiles": cells,
-    }
+    axes = {"expiries": expiries, "bucket_first": bucket_first, "bucket_count": bucket_count,
+            "bucket_width": bucket_width}  # fmt: skip
+    return assemble_heatmap_view(tile_cells(tiles, **axes), spot=spot, **axes)

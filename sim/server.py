@@ -81,16 +81,21 @@ class SimServer:
         origin, n = loop.time(), 0
         while True:
             delay = origin + (n + 1) * step - loop.time()
+            missed = 0.0
             if delay > 0:
                 await asyncio.sleep(delay)
-            elif -delay > MAX_CATCH_UP_S:  # overloaded: give up on catching up (market clock lags)
+            elif -delay > MAX_CATCH_UP_S:
+                # Overloaded (e.g. while encoding a 20k-contract snapshot): stop catching up step by step, and
+                # let the next step cover the missed time, so the market clock (and every event timestamp)
+                # stays on the wall clock instead of falling behind for good.
+                missed = -delay
                 origin, n = loop.time() - step, 0
                 self.lag_resets += 1
             else:
                 await asyncio.sleep(0)
             n += 1
             try:
-                result = self.market.step(step)
+                result = self.market.step(step + missed)
                 self.hub.broadcast(result)
             except Exception:  # keep the market alive; the error is logged
                 log.exception("market step failed")

@@ -42,6 +42,7 @@ def script(client: Redis, name: str) -> Script:
     return found
 
 
+@cache
 def script_sha(name: str) -> str:
     """The SHA1 Redis knows script ``name`` by."""
     return hashlib.sha1(script_source(name).encode()).hexdigest()

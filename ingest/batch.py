@@ -1,4 +1,9 @@
-"""Turn decoded events into one Lua call per live epoch — pure, no I/O.
+"""Turn frames into one Lua call per live epoch — pure, no I/O.
+
+:class:`BatchBuilder` makes one pass over the parsed events of each frame: validate, resolve, filter by
+sequence and conflate, straight from the decoded JSON objects (the hot path of ingest: no object per
+event). An event that is not plainly valid goes through :func:`ingest.decode.decode_event`, which counts
+the reason it is rejected, so the fast path only decides the common case and rejects stay exact.
 
 - **Resolution.** A ticker maps to its contract id and to every live epoch (active and warming) that holds
   it, through a :class:`Universe` built from Redis whenever the live epochs change. A ticker no live
@@ -9,6 +14,14 @@
 - **Conflation.** Consecutive quotes of one contract collapse to the last one; a quote is flushed just
   before the next trade of its contract, so every trade is still classified against the quote that was
   in force when it printed. The last spot per underlying wins.
+- **Layout.** The events of a batch are grouped by contract (each contract's in arrival order; contracts
+  are independent, so nothing else about the order matters) and each epoch call sends them to
+  ``ingest_batch.lua`` as one JSON argument: per contract a flat array of
+  ``0, bid, ask, bid_size, ask_size, ts_ms, q`` (a quote) and ``1, price, size, ts_ms, q`` (a trade).
+  Prices travel as JSON numbers — the shortest text that reads back as the same double, so the script
+  compares the very micro-dollars :func:`models.heatmap.to_micro` would — except the prices the script
+  will most likely store (the last quote and the last trade of each contract), which travel as their
+  ``repr`` text, so Redis need not format them.
 """
 
 from __future__ import annotations
@@ -16,13 +29,18 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
 
 from fabric import keys
 from fabric.contracts import InvalidTicker, parse_ticker
-from ingest.decode import Quote, SpotTick, Trade
+from ingest.decode import MAX_NOTIONAL, MAX_PRICE, MAX_SIZE, Decoded, Quote, SpotTick, Trade, decode_event, parse_frame
 
-QUOTE_TOKENS = 8
-TRADE_TOKENS = 6
+QUOTE = 0
+TRADE = 1
+QUOTE_VALUES = 7  # QUOTE, bid, ask, bid_size, ask_size, ts_ms, q
+TRADE_VALUES = 5  # TRADE, price, size, ts_ms, q
 
 
 @dataclass(frozen=True)
@@ -41,22 +59,37 @@ class Universe:
 
 @dataclass
 class EpochCall:
-    """The arguments of one ``ingest_batch.lua`` call for one epoch of one underlying."""
+    """The arguments of one ``ingest_batch.lua`` call for one epoch of one underlying.
+
+    ``cids[i]`` is a contract and ``events[i]`` its events, flat, in the layout the module docstring gives.
+    """
 
     underlying: str
     epoch: str
     cids: list[str] = field(default_factory=list)
+    events: list[list[Any]] = field(default_factory=list)
     slot: dict[str, int] = field(default_factory=dict)
-    events: list[str | int | float] = field(default_factory=list)
-    count: int = 0
 
-    def index_of(self, cid: str) -> int:
-        """The 1-based position of ``cid`` among this call's contracts (added on first use)."""
+    def add(self, cid: str, kind: str, *values: Any) -> None:
+        """Append one event of ``cid``: ``"Q", bid, ask, bid_size, ask_size, ts_ms, q`` or
+        ``"T", price, size, ts_ms, q`` (prices as floats or decimal text)."""
         i = self.slot.get(cid)
         if i is None:
-            self.cids.append(cid)
             i = self.slot[cid] = len(self.cids)
-        return i
+            self.cids.append(cid)
+            self.events.append([])
+        self.events[i] += (QUOTE if kind == "Q" else TRADE, *values)
+
+    def unpacked(self) -> list[tuple[str, str, tuple[Any, ...]]]:
+        """Every event as ``(kind "Q"/"T", cid, values)``, contract by contract (for tests and logs)."""
+        out = []
+        for cid, flat in zip(self.cids, self.events, strict=True):
+            p = 0
+            while p < len(flat):
+                width = QUOTE_VALUES if flat[p] == QUOTE else TRADE_VALUES
+                out.append(("Q" if flat[p] == QUOTE else "T", cid, tuple(flat[p + 1 : p + width])))
+                p += width
+        return out
 
     def keys(self) -> list[str]:
         """KEYS of the call: the dirty set, then heatmap and GEX hash of every contract."""
@@ -67,33 +100,52 @@ class EpochCall:
             out += (hm + cid, gx + cid)
         return out
 
-    def args(self, max_quote_age_ms: int) -> list[str | int | float]:
-        """ARGV of the call."""
-        return [max_quote_age_ms, *self.cids, *self.events]
+    def args(self, max_quote_age_ms: int) -> list[str | int | bytes]:
+        """ARGV of the call: the quote age limit, the contract ids, then every event as one JSON array."""
+        return [max_quote_age_ms, *self.cids, orjson.dumps(self.events)]
+
+
+# The per-ticker record a SequenceFilter keeps (a list: indexing is the cheapest access in the hot loop).
+_QUOTE_Q, _TRADE_Q, _BATCH, _FLAT, _PENDING, _CHECKED, _SYM, _LAST_TRADE = range(8)
 
 
 class SequenceFilter:
-    """The last sequence number seen per ticker and event type (a cache: Redis stays the authority)."""
+    """The last sequence number seen per ticker and event type (a cache: Redis stays the authority).
+
+    Each ticker's record also carries the :class:`BatchBuilder` state of that ticker (its events in the
+    batch being built, its pending quote) and the universe it was last resolved in, so the hot loop does
+    one dictionary lookup per event.
+    """
 
     def __init__(self, max_tickers: int = 500_000) -> None:
-        self._quote: dict[str, int] = {}
-        self._trade: dict[str, int] = {}
-        self._max = max_tickers
+        self.records: dict[str, list[Any]] = {}
+        self.max_tickers = max_tickers
+
+    def record(self, sym: str) -> list[Any]:
+        """The record of ``sym`` (created empty: nothing seen)."""
+        found = self.records.get(sym)
+        if found is None:
+            found = self.records[sym] = [-1, -1, None, None, None, None, sym, 0]
+        return found
 
     def accept(self, sym: str, q: int, *, trade: bool) -> bool:
         """True when ``q`` is newer than anything seen for ``sym``; remembers it."""
-        seen = self._trade if trade else self._quote
-        if q <= seen.get(sym, -1):
+        rec = self.record(sym)
+        i = _TRADE_Q if trade else _QUOTE_Q
+        if q <= rec[i]:
             return False
-        if len(seen) >= self._max:
-            seen.clear()
-        seen[sym] = q
+        rec[i] = q
         return True
+
+    def trim(self) -> None:
+        """Forget everything once more than ``max_tickers`` tickers are held (called between batches)."""
+        if len(self.records) > self.max_tickers:
+            self.records.clear()
 
 
 @dataclass
 class Batch:
-    """The result of :func:`build_batch`: the epoch calls, the latest spot per underlying and counters."""
+    """The result of :class:`BatchBuilder`: the epoch calls, the latest spot per underlying and counters."""
 
     calls: list[EpochCall]
     spots: dict[str, SpotTick]
@@ -102,65 +154,185 @@ class Batch:
     quotes_conflated: int
 
 
+class BatchBuilder:
+    """Accumulates the events of several frames into one :class:`Batch` (see the module docstring)."""
+
+    def __init__(self, universe: Universe, sequence: SequenceFilter) -> None:
+        self.universe = universe
+        self.sequence = sequence
+        self.rejects: Counter[str] = Counter()
+        self._scratch = Decoded()  # the slow path's: its rejects are merged, its statuses ignored
+        self.events_in = 0
+        self.quotes_conflated = 0
+        self._spots: list[SpotTick] = []
+        self._token = object()  # marks the ticker records that hold this batch's events
+        self._touched: list[list[Any]] = []  # those records, in first-touch order
+
+    def add_frame(self, raw: bytes | str, feed: str = "options") -> int:
+        """Add the events of one frame from ``feed``; returns its latest event time, ms (0 when none)."""
+        scratch = Decoded()
+        events = parse_frame(raw, scratch)
+        if events is None:
+            self.rejects.update(scratch.rejects)
+            return 0
+        if feed != "options":
+            for event in events:
+                decode_event(event, scratch, options=False)
+            self.rejects.update(scratch.rejects)
+            self._spots += scratch.spots
+            return max((tick.ts_ms for tick in scratch.spots), default=0)
+        return self.add_events(events)
+
+    def add_events(self, events: list[Any]) -> int:
+        """Add parsed option events (JSON objects in Massive's shape); returns the latest event time, ms."""
+        contracts = self.universe.contracts
+        records = self.sequence.records
+        token = self._token
+        touched = self._touched
+        rejects = self.rejects
+        conflated = dropped = 0
+        max_ts = 0
+        for event in events:
+            # The plain case, decided inline; anything else is decided (and counted) by decode_event.
+            try:
+                kind, sym, ts, q = event["ev"], event["sym"], event["t"], event["q"]
+                if kind == "Q":
+                    a, b, c, d = event["bp"], event["ap"], event["bs"], event["as"]
+                    plain = (
+                        type(a) is float and type(b) is float and type(c) is int and type(d) is int
+                        and 0.0 <= a <= MAX_PRICE and 0.0 <= b <= MAX_PRICE and 0 <= c <= MAX_SIZE
+                        and 0 <= d <= MAX_SIZE
+                    )  # fmt: skip
+                else:
+                    a, b = event["p"], event["s"]
+                    plain = (
+                        kind == "T" and type(a) is float and type(b) is int and 0.0 < a <= MAX_PRICE
+                        and 0 < b <= MAX_SIZE and a * b <= MAX_NOTIONAL
+                    )  # fmt: skip
+                plain = plain and type(ts) is int and type(q) is int and ts >= 0 and q >= 0 and type(sym) is str and sym
+            except (KeyError, TypeError):
+                plain = False
+            if not plain:
+                decoded = self._decode_slow(event)
+                if decoded is None:
+                    dropped += 1
+                    continue
+                if type(decoded) is Trade:
+                    kind, sym, a, b, ts, q = "T", *decoded
+                else:
+                    kind, sym, a, b, c, d, ts, q = "Q", *decoded
+            if ts > max_ts:
+                max_ts = ts
+            rec = records.get(sym)
+            if rec is None or rec[_CHECKED] is not contracts:
+                if sym not in contracts:
+                    rejects[_unknown_reason(sym)] += 1
+                    continue
+                if rec is None:
+                    rec = records[sym] = [-1, -1, None, None, None, contracts, sym, 0]
+                else:
+                    rec[_CHECKED] = contracts
+            if kind == "Q":
+                if q <= rec[_QUOTE_Q]:
+                    rejects["out_of_sequence"] += 1
+                    continue
+                rec[_QUOTE_Q] = q
+                if rec[_BATCH] is token:
+                    if rec[_PENDING] is not None:
+                        conflated += 1
+                    rec[_PENDING] = (QUOTE, a, b, c, d, ts, q)
+                else:
+                    rec[_BATCH], rec[_FLAT], rec[_PENDING] = token, [], (QUOTE, a, b, c, d, ts, q)
+                    touched.append(rec)
+            else:
+                if q <= rec[_TRADE_Q]:
+                    rejects["out_of_sequence"] += 1
+                    continue
+                rec[_TRADE_Q] = q
+                if rec[_BATCH] is token:
+                    if rec[_PENDING] is not None:
+                        rec[_FLAT] += rec[_PENDING]
+                        rec[_PENDING] = None
+                    rec[_LAST_TRADE] = len(rec[_FLAT])
+                    rec[_FLAT] += (TRADE, a, b, ts, q)
+                else:
+                    rec[_BATCH], rec[_FLAT], rec[_PENDING], rec[_LAST_TRADE] = token, [TRADE, a, b, ts, q], None, 0
+                    touched.append(rec)
+        self.events_in += len(events) - dropped
+        self.quotes_conflated += conflated
+        return max_ts
+
+    def _decode_slow(self, event: Any) -> Quote | Trade | None:
+        scratch = self._scratch
+        decode_event(event, scratch, options=True)
+        if scratch.rejects:
+            self.rejects.update(scratch.rejects)
+            scratch.rejects.clear()
+        scratch.statuses.clear()
+        return scratch.quotes_and_trades.pop() if scratch.quotes_and_trades else None
+
+    def add_spots(self, ticks: Iterable[SpotTick]) -> None:
+        """Add spot ticks decoded elsewhere."""
+        self._spots += ticks
+
+    def build(self) -> Batch:
+        """The batch of everything added so far (the builder is spent afterwards)."""
+        contracts = self.universe.contracts
+        calls: dict[tuple[str, str], EpochCall] = {}
+        last: tuple[str, tuple[str, ...]] | None = None
+        last_calls: list[EpochCall] = []
+        for rec in self._touched:
+            # The prices that will be stored as text travel as text: the script then formats none itself.
+            flat, quote = rec[_FLAT], rec[_PENDING]
+            if flat:
+                t = rec[_LAST_TRADE]
+                flat[t + 1] = repr(flat[t + 1])
+            if quote is not None:
+                flat += (QUOTE, repr(quote[1]), repr(quote[2]), *quote[3:])
+            rec[_BATCH] = rec[_FLAT] = rec[_PENDING] = None
+            underlying, cid, epochs = contracts[rec[_SYM]]
+            if last is None or epochs is not last[1] or underlying != last[0]:  # mostly the same as before
+                last, last_calls = (underlying, epochs), []
+                for epoch in epochs:
+                    call = calls.get((underlying, epoch))
+                    if call is None:
+                        call = calls[(underlying, epoch)] = EpochCall(underlying, epoch)
+                    last_calls.append(call)
+            for call in last_calls:
+                call.cids.append(cid)
+                call.events.append(flat)
+        self._touched = []
+        self.sequence.trim()
+
+        latest: dict[str, SpotTick] = {}
+        for tick in self._spots:
+            underlying = self.universe.spot_symbols.get(tick.sym)
+            if underlying is None:
+                self.rejects["unknown_spot_symbol"] += 1
+            elif underlying not in latest or tick.ts_ms >= latest[underlying].ts_ms:
+                latest[underlying] = tick
+        return Batch(list(calls.values()), latest, self.rejects, self.events_in, self.quotes_conflated)
+
+
 def build_batch(
     events: Iterable[Quote | Trade],
     spots: Iterable[SpotTick],
     universe: Universe,
     sequence: SequenceFilter,
 ) -> Batch:
-    """Resolve, filter and conflate ``events``; returns one :class:`EpochCall` per epoch touched."""
-    rejects: Counter[str] = Counter()
-    calls: dict[tuple[str, str], EpochCall] = {}
-    pending: dict[str, Quote] = {}
-    conflated = 0
-    n_in = 0
-    contracts = universe.contracts
-
-    def emit(event: Quote | Trade, found: tuple[str, str, tuple[str, ...]]) -> None:
-        underlying, cid, epochs = found
-        for epoch in epochs:
-            call = calls.get((underlying, epoch))
-            if call is None:
-                call = calls[(underlying, epoch)] = EpochCall(underlying, epoch)
-            i = call.index_of(cid)
-            if type(event) is Trade:
-                call.events += ("T", i, repr(event.price), event.size, event.ts_ms, event.q)
-            else:
-                call.events += ("Q", i, repr(event.bid), repr(event.ask), event.bid_size, event.ask_size,
-                                event.ts_ms, event.q)  # fmt: skip
-            call.count += 1
-
+    """Resolve, filter and conflate decoded ``events``; returns one :class:`EpochCall` per epoch touched."""
+    builder = BatchBuilder(universe, sequence)
+    raw: list[dict[str, Any]] = []
     for event in events:
-        n_in += 1
-        sym = event.sym
-        found = contracts.get(sym)
-        if found is None:
-            rejects[_unknown_reason(sym)] += 1
-            continue
-        is_trade = type(event) is Trade
-        if not sequence.accept(sym, event.q, trade=is_trade):
-            rejects["out_of_sequence"] += 1
-            continue
-        if is_trade:
-            quote = pending.pop(sym, None)
-            if quote is not None:
-                emit(quote, found)
-            emit(event, found)
+        if type(event) is Trade:
+            raw.append({"ev": "T", "sym": event.sym, "p": event.price, "s": event.size, "t": event.ts_ms,
+                        "q": event.q})  # fmt: skip
         else:
-            if sym in pending:
-                conflated += 1
-            pending[sym] = event  # type: ignore[assignment]
-    for sym, quote in pending.items():
-        emit(quote, contracts[sym])
-
-    latest: dict[str, SpotTick] = {}
-    for tick in spots:
-        underlying = universe.spot_symbols.get(tick.sym)
-        if underlying is None:
-            rejects["unknown_spot_symbol"] += 1
-        elif underlying not in latest or tick.ts_ms >= latest[underlying].ts_ms:
-            latest[underlying] = tick
-    return Batch(list(calls.values()), latest, rejects, n_in, conflated)
+            raw.append({"ev": "Q", "sym": event.sym, "bp": event.bid, "ap": event.ask, "bs": event.bid_size,
+                        "as": event.ask_size, "t": event.ts_ms, "q": event.q})  # fmt: skip
+    builder.add_events(raw)
+    builder.add_spots(spots)
+    return builder.build()
 
 
 def _unknown_reason(sym: str) -> str:

@@ -4,7 +4,8 @@ The connection lifecycle: connect → ``connected`` status → auth → ``auth_s
 desired topics → read frames until the link dies → back off (exponential, with jitter) → again. After a
 reconnect the whole desired set is subscribed again; while connected, changes are sent as differences.
 
-Frames are handed to ``on_frame`` as they arrive (with their receive time); decoding happens elsewhere.
+Frames are handed to ``on_frame`` as they arrive (raw bytes, with their receive time); decoding happens
+elsewhere. While the optional ``room`` event is clear the connection reads nothing (back-pressure).
 Status events are looked at here because they steer the connection: ``auth_failed`` is fatal
 (:class:`AuthFailed`, the process exits non-zero); ``max_connections``, ``slow_consumer`` and
 ``force_disconnect`` are logged, counted, and the connection is closed and re-opened.
@@ -21,7 +22,7 @@ from collections.abc import Callable
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidHandshake, WebSocketException
+from websockets.exceptions import ConnectionClosedOK, InvalidHandshake, WebSocketException
 
 from ingest.subscriptions import diff, messages
 
@@ -54,12 +55,16 @@ class FeedConnection:
         backoff_initial_s: float = 0.25,
         backoff_max_s: float = 30.0,
         rng: random.Random | None = None,
+        on_subscribed: Callable[[FeedConnection], None] | None = None,
+        room: asyncio.Event | None = None,
     ) -> None:
         self.name = name
         self.url = url
         self.feed = url.rstrip("/").rsplit("/", 1)[-1]
         self._api_key = api_key
         self._on_frame = on_frame
+        self._on_subscribed = on_subscribed
+        self._room = room
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
         self._rng = rng or random.Random()
@@ -108,6 +113,9 @@ class FeedConnection:
         """Keep the connection up forever; raises :class:`AuthFailed` when the key is refused."""
         attempt = 0
         while True:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             try:
                 async with connect(
                     self.url, max_size=MAX_FRAME_BYTES, compression=None, open_timeout=HANDSHAKE_TIMEOUT_S,
@@ -120,6 +128,8 @@ class FeedConnection:
                         self._ws = ws
                     self.connected_since_ms = time.time_ns() // 1_000_000
                     attempt = 0
+                    if self._on_subscribed is not None:
+                        self._on_subscribed(self)
                     await self._read(ws)
                 self.counters["closed_by_server"] += 1
             except AuthFailed:
@@ -127,6 +137,9 @@ class FeedConnection:
             except Reconnect as exc:
                 log.warning("%s: feed status %s — reconnecting", self.name, exc)
             except (OSError, TimeoutError, InvalidHandshake, WebSocketException) as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # a cancellation a library turned into an error
+                    raise asyncio.CancelledError from exc
                 self.counters["connection_errors"] += 1
                 log.warning("%s: connection lost (%s: %s)", self.name, type(exc).__name__, exc)
             finally:
@@ -152,14 +165,23 @@ class FeedConnection:
                 self._on_status(status, message)
 
     async def _read(self, ws: ClientConnection) -> None:
-        on_frame = self._on_frame
-        async for raw in ws:
+        on_frame, room = self._on_frame, self._room
+        while True:
+            try:
+                raw = await ws.recv(decode=False)  # bytes as received: orjson reads them without a str copy
+            except ConnectionClosedOK:
+                return
             now_ms = time.time_ns() // 1_000_000
             self.last_frame_ms = now_ms
-            if "status" in raw[:512]:
+            if b"status" in raw[:512]:
                 for status, message in _statuses(raw):
                     self._on_status(status, message)
             on_frame(raw, now_ms, self)
+            if room is not None and not room.is_set():
+                # The consumer is behind: read nothing more until it catches up, so websockets stops
+                # reading the socket and TCP pushes back on the feed instead of frames piling up here.
+                self.counters["paused"] += 1
+                await room.wait()
 
     def _on_status(self, status: str, message: str) -> None:
         self.counters[f"status:{status}"] += 1

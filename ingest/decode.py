@@ -69,6 +69,9 @@ class Decoded:
 #: precision in Lua's doubles).
 MAX_PRICE = 1_000_000.0
 MAX_SIZE = 10_000_000
+#: price × size of one trade: keeps every premium, in micro-dollars × a multiplier up to 1,000, below 2^53
+#: so Lua's doubles sum it exactly (5e6 × 1e6 × 1,000 = 5e15 < 9.007e15).
+MAX_NOTIONAL = 5_000_000.0
 
 
 def _price(value: Any, *, allow_zero: bool = False) -> float | None:
@@ -90,39 +93,51 @@ def _count(value: Any, *, allow_zero: bool = False) -> int | None:
 def decode_frame(raw: bytes | str, *, feed: str = "options") -> Decoded:
     """Decode one frame from ``feed`` (``options``, ``stocks`` or ``indices``); never raises."""
     out = Decoded()
+    events = parse_frame(raw, out)
+    if events is not None:
+        options = feed == "options"
+        for event in events:
+            decode_event(event, out, options=options)
+    return out
+
+
+def parse_frame(raw: bytes | str, out: Decoded) -> list[Any] | None:
+    """The events of a frame, not yet validated (a bare event is tolerated); None, counted in ``out``, if none."""
     try:
         events = orjson.loads(raw)
     except (orjson.JSONDecodeError, TypeError):
         events = _lenient(raw)
         if events is None:
             out.rejects["malformed_frame"] += 1
-            return out
-    if type(events) is dict:  # tolerate a bare event
+            return None
+    if type(events) is dict:
         events = [events]
     if type(events) is not list:
         out.rejects["not_an_array"] += 1
-        return out
-    options = feed == "options"
-    for event in events:
-        if type(event) is not dict:
-            out.rejects["not_an_object"] += 1
-            continue
-        ev = event.get("ev")
-        if ev == "Q" and options:
-            _quote(event, out)
-        elif ev == "T":
-            if options:
-                _trade(event, out)
-            else:
-                _spot(event, out, "sym", "p")
-        elif ev == "V" and not options:
-            _spot(event, out, "T", "val")
-        elif ev == "status":
-            status, message = event.get("status"), event.get("message")
-            out.statuses.append(Status(status if type(status) is str else "", message if type(message) is str else ""))
+        return None
+    return events
+
+
+def decode_event(event: Any, out: Decoded, *, options: bool) -> None:
+    """Validate one parsed event into ``out`` (appended, or its reject counted by reason); never raises."""
+    if type(event) is not dict:
+        out.rejects["not_an_object"] += 1
+        return
+    ev = event.get("ev")
+    if ev == "Q" and options:
+        _quote(event, out)
+    elif ev == "T":
+        if options:
+            _trade(event, out)
         else:
-            out.rejects["unknown_event"] += 1
-    return out
+            _spot(event, out, "sym", "p")
+    elif ev == "V" and not options:
+        _spot(event, out, "T", "val")
+    elif ev == "status":
+        status, message = event.get("status"), event.get("message")
+        out.statuses.append(Status(status if type(status) is str else "", message if type(message) is str else ""))
+    else:
+        out.rejects["unknown_event"] += 1
 
 
 def _lenient(raw: bytes | str) -> Any:
@@ -173,6 +188,9 @@ def _trade(event: dict[str, Any], out: Decoded) -> None:
     size = _count(event.get("s"))
     if size is None:
         out.rejects["bad_size"] += 1
+        return
+    if price * size > MAX_NOTIONAL:
+        out.rejects["implausible_notional"] += 1
         return
     sym, ts, q = common
     out.quotes_and_trades.append(Trade(sym, price, size, ts, q))

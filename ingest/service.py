@@ -8,14 +8,20 @@ Tasks inside one asyncio loop (``python -m ingest``):
   seconds in case a notification was missed), loads each new epoch's universe once (an epoch's topology
   never changes), re-plans the topics and applies only the difference; once the trades of a warming
   epoch are subscribed it marks the epoch accepted by ``ingest``. Quotes are re-ranked as spot moves;
-- the **writer** task: drains the frame queue into a batch (flushed at ``batch_max_events`` or
-  ``batch_max_ms`` after its first frame, whichever comes first — while Redis is busy, frames pile up and
-  the next batch is larger), decodes, resolves, conflates and writes it with one ``ingest_batch.lua`` call
-  per epoch, pipelined. If Redis is lost mid-batch the same batch is retried until it lands: the scripts
+- the **batcher** task: drains the frame queue into a batch and decodes, resolves and conflates it
+  (:class:`BatchBuilder`). A batch is closed at ``batch_max_events``, at ``batch_max_ms`` after its first
+  frame, or as soon as no frame is waiting and the committer has nothing queued — so a quiet feed is
+  committed at once, and under load the batch grows while Redis works on the previous one;
+- the **committer** task: writes the batches, in order, with one ``ingest_batch.lua`` call per epoch,
+  pipelined on one connection. Python builds batch N+1 while Redis applies batch N (a one-batch hand-off
+  queue between them). If Redis is lost mid-batch the same batch is retried until it lands: the scripts
   drop anything already applied by sequence number, so nothing is lost or counted twice;
 - the **status** task: ``massive:ingest:status`` every second and a one-line log summary every few.
 
-The frame queue is bounded; a frame that does not fit is dropped and counted (``overflow_frames``).
+The frame queue is bounded in bytes as well as frames. Past ``queue_max_bytes`` the connections stop
+reading their sockets until the batcher has drained it below half (``websockets`` stops reading the TCP
+socket, so the feed sees back-pressure); a frame that would still not fit (``queue_max_frames``, or twice
+the byte budget) is dropped and counted (``overflow_frames``).
 """
 
 from __future__ import annotations
@@ -37,9 +43,8 @@ from fabric.contracts import contract_id_to_ticker, parse_contract_id
 from fabric.scripts import eval_many, script_source
 from fabric.settings import Settings
 from fabric.topology import NEW_YORK
-from ingest.batch import Batch, SequenceFilter, Universe, build_batch
+from ingest.batch import Batch, BatchBuilder, SequenceFilter, Universe
 from ingest.connection import AuthFailed, FeedConnection
-from ingest.decode import decode_frame
 from ingest.subscriptions import plan_options, plan_spot, rank_for_quotes, spot_symbols
 
 log = logging.getLogger(__name__)
@@ -52,6 +57,7 @@ class IngestConfig:
     batch_max_events: int = 20_000
     batch_max_ms: float = 5.0
     queue_max_frames: int = 20_000
+    queue_max_bytes: int = 32 * 1024 * 1024
     quote_connections: int = 1
     quotes_per_connection: int = 1_000
     trades_wildcard: bool = False
@@ -119,7 +125,12 @@ class IngestService:
         self.stats = Stats()
         self.sequence = SequenceFilter()
         self.universe = Universe({}, spot_symbols(settings.underlyings, settings.index_underlyings), {})
-        self.queue: asyncio.Queue[tuple[str | bytes, int, str]] = asyncio.Queue(self.config.queue_max_frames)
+        self.queue: deque[tuple[str | bytes, int, str]] = deque()  # (frame, receive time ms, feed)
+        self.queue_bytes = 0
+        self._frames_ready = asyncio.Event()
+        self.room = asyncio.Event()  # set while the frame queue is below its byte budget
+        self.room.set()
+        self._commits: asyncio.Queue[tuple[Batch, list[int]]] = asyncio.Queue(1)
         self._universe_cache: dict[tuple[str, str], frozenset[str]] = {}
         self._accepted: set[tuple[str, str]] = set()
         self._universe_changed = asyncio.Event()
@@ -127,18 +138,42 @@ class IngestService:
         base = settings.massive_ws_url.rstrip("/")
         for k in range(max(1, self.config.quote_connections)):
             name = f"options-{k}"
-            self.connections[name] = FeedConnection(name, f"{base}/options", settings.api_key, self._on_frame)
+            self.connections[name] = FeedConnection(
+                name, f"{base}/options", settings.api_key, self._on_frame, on_subscribed=self._on_subscribed,
+                room=self.room,
+            )  # fmt: skip
         for name, topics in plan_spot(settings.underlyings, settings.index_underlyings).items():
             if topics:
-                self.connections[name] = FeedConnection(name, f"{base}/{name}", settings.api_key, self._on_frame)
+                self.connections[name] = FeedConnection(
+                    name, f"{base}/{name}", settings.api_key, self._on_frame, room=self.room
+                )
                 self.connections[name].desired = topics
+
+    def _on_subscribed(self, connection: FeedConnection) -> None:
+        """A connection (re)subscribed: let the universe task accept epochs now, not at its next tick."""
+        self._universe_changed.set()
 
     # ----- frames in ---------------------------------------------------------------------------------
     def _on_frame(self, raw: str | bytes, recv_ms: int, connection: FeedConnection) -> None:
-        try:
-            self.queue.put_nowait((raw, recv_ms, connection.feed))
-        except asyncio.QueueFull:
+        size = len(raw)
+        budget = self.config.queue_max_bytes
+        full = len(self.queue) >= self.config.queue_max_frames or self.queue_bytes + size > 2 * budget
+        if full and self.queue:
             self.stats.counters["overflow_frames"] += 1
+            return
+        self.queue.append((raw, recv_ms, connection.feed))
+        self.queue_bytes += size
+        self._frames_ready.set()
+        if self.queue_bytes >= budget and self.room.is_set():
+            self.room.clear()  # the connections wait for room before reading their next frame
+            self.stats.counters["backpressure_pauses"] += 1
+
+    def _take_frame(self) -> tuple[str | bytes, int, str]:
+        item = self.queue.popleft()
+        self.queue_bytes -= len(item[0])
+        if not self.room.is_set() and self.queue_bytes < self.config.queue_max_bytes // 2:
+            self.room.set()
+        return item
 
     # ----- the loops -----------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -147,7 +182,8 @@ class IngestService:
         await self.redis.script_load(script_source("set_spot"))
         tasks = [asyncio.create_task(conn.run(), name=name) for name, conn in self.connections.items()]
         tasks += [
-            asyncio.create_task(self._writer(), name="writer"),
+            asyncio.create_task(self._batcher(), name="batcher"),
+            asyncio.create_task(self._committer(), name="committer"),
             asyncio.create_task(self._universe_loop(), name="universe"),
             asyncio.create_task(self._epoch_listener(), name="epochs"),
             asyncio.create_task(self._status_loop(), name="status"),
@@ -161,61 +197,74 @@ class IngestService:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _writer(self) -> None:
+    async def _batcher(self) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.config
+        queue, commits = self.queue, self._commits
         while True:
-            raw, recv_ms, feed = await self.queue.get()
-            frames = [(raw, recv_ms, feed)]
+            _raise_if_cancelling()
+            await self._wait_frame()
+            builder = BatchBuilder(self.universe, self.sequence)
+            recv_times: list[int] = []
             deadline = loop.time() + cfg.batch_max_ms / 1000
-            approx_events = len(raw) // 90
+            approx_events = 0
             while approx_events < cfg.batch_max_events:
-                try:
-                    item = self.queue.get_nowait()
-                except asyncio.QueueEmpty:
+                if not queue:
                     remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
+                    if remaining <= 0 or commits.empty():
+                        break  # a frame waited long enough, or Redis would be idle: commit what there is
                     try:
-                        item = await asyncio.wait_for(self.queue.get(), remaining)
+                        await asyncio.wait_for(self._wait_frame(), remaining)
                     except TimeoutError:
                         break
-                frames.append(item)
-                approx_events += len(item[0]) // 90
-            await self._write_frames(frames)
+                    continue
+                raw, recv_ms, feed = self._take_frame()
+                approx_events += len(raw) // 100
+                self._add_frame(builder, raw, recv_ms, feed)
+                recv_times.append(recv_ms)
+                # Let the loop breathe between frames: the committer's socket writes and reads (a batch is
+                # ~1 MB) only progress while this task is not running, and Redis must not wait on them.
+                await asyncio.sleep(0)
+            batch = builder.build()
+            await commits.put((batch, recv_times))
 
-    async def _write_frames(self, frames: list[tuple[str | bytes, int, str]]) -> None:
-        events: list = []
-        spots: list = []
+    async def _wait_frame(self) -> None:
+        """Until the frame queue holds a frame."""
+        while not self.queue:
+            self._frames_ready.clear()
+            await self._frames_ready.wait()
+
+    def _add_frame(self, builder: BatchBuilder, raw: str | bytes, recv_ms: int, feed: str) -> None:
+        max_ts = builder.add_frame(raw, feed)
+        if max_ts and feed == "options":
+            self.stats.lag_ms.append(recv_ms - max_ts)
+        self.stats.counters["frames"] += 1
+
+    async def _committer(self) -> None:
         stats = self.stats
-        for raw, recv_ms, feed in frames:
-            decoded = decode_frame(raw, feed=feed)
-            if decoded.rejects:
-                stats.rejects.update(decoded.rejects)
-            if decoded.quotes_and_trades:
-                events += decoded.quotes_and_trades
-                stats.lag_ms.append(recv_ms - decoded.max_ts_ms)
-            spots += decoded.spots
-            stats.counters["frames"] += 1
-        batch = build_batch(events, spots, self.universe, self.sequence)
-        stats.rejects.update(batch.rejects)
-        stats.counters["events_in"] += batch.events_in
-        stats.counters["quotes_conflated"] += batch.quotes_conflated
-        await self._commit(batch)
-        now_ms = time.time_ns() // 1_000_000
-        for _, recv_ms, _ in frames:
-            stats.commit_ms.append(now_ms - recv_ms)
-        stats.committed(batch.events_in, time.monotonic())
+        while True:
+            _raise_if_cancelling()
+            batch, recv_times = await self._commits.get()
+            stats.rejects.update(batch.rejects)
+            stats.counters["events_in"] += batch.events_in
+            stats.counters["quotes_conflated"] += batch.quotes_conflated
+            await self._commit(batch)
+            _raise_if_cancelling()
+            now_ms = time.time_ns() // 1_000_000
+            stats.commit_ms.extend(now_ms - recv_ms for recv_ms in recv_times)
+            stats.committed(batch.events_in, time.monotonic())
+            self._commits.task_done()
 
     async def _commit(self, batch: Batch) -> None:
         max_age = self.config.max_quote_age_ms
-        calls = [(call.keys(), call.args(max_age)) for call in batch.calls if call.count]
+        calls = [(call.keys(), call.args(max_age)) for call in batch.calls if call.cids]
         spot_calls = [
             ([keys.spot(u)], [repr(tick.price), tick.ts_ms, "indices" if tick.sym.startswith("I:") else "stocks"])
             for u, tick in batch.spots.items()
         ]
         delay = 0.05
         while True:
+            _raise_if_cancelling()
             try:
                 if calls:
                     for reply in await eval_many(self.redis, "ingest_batch", calls):
@@ -233,6 +282,7 @@ class IngestService:
                     await eval_many(self.redis, "set_spot", spot_calls)
                 return
             except (RedisError, OSError) as exc:
+                _raise_if_cancelling()
                 self.stats.counters["redis_errors"] += 1
                 log.warning("redis write failed (%s: %s); retrying the batch in %.2fs", type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
@@ -241,20 +291,30 @@ class IngestService:
     async def _epoch_listener(self) -> None:
         """Wake the universe task on every epoch notification (the periodic check covers gaps)."""
         while True:
+            _raise_if_cancelling()
+            pubsub = self.redis.pubsub()
             try:
-                pubsub = self.redis.pubsub()
                 await pubsub.subscribe(keys.EPOCHS_CHANNEL)
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
+                while True:
+                    # get_message with a timeout, not listen(): redis-py can swallow a cancellation inside a
+                    # blocking read, and this loop must notice it (see _raise_if_cancelling)
+                    _raise_if_cancelling()
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None and message.get("type") == "message":
                         self._universe_changed.set()
             except (RedisError, OSError) as exc:
+                _raise_if_cancelling()
                 log.warning("epoch notifications lost (%s); resubscribing", exc)
                 await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
 
     async def _universe_loop(self) -> None:
         last_live: dict[str, tuple[str, ...]] = {}
         last_requote = 0.0
         while True:
+            _raise_if_cancelling()
             try:
                 live = {
                     u: tuple(await self.redis.zrange(keys.live_epochs(u), 0, -1)) for u in self.settings.underlyings
@@ -265,6 +325,7 @@ class IngestService:
                     last_live, last_requote = live, time.monotonic()
                 await self._accept_epochs(live)
             except (RedisError, OSError) as exc:
+                _raise_if_cancelling()
                 log.warning("universe refresh failed (%s); retrying", exc)
             self._universe_changed.clear()
             with contextlib.suppress(TimeoutError):
@@ -284,9 +345,11 @@ class IngestService:
                 for cid in members:
                     holders.setdefault(cid, []).append(epoch)
             specs = []
+            shared: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple object per set of epochs
             for cid, epochs_holding in holders.items():
                 ticker = contract_id_to_ticker(cid)
-                contracts[ticker] = (u, cid, tuple(epochs_holding))
+                held = tuple(epochs_holding)
+                contracts[ticker] = (u, cid, shared.setdefault(held, held))
                 specs.append((ticker, parse_contract_id(cid)))
             spot = await self.redis.hget(keys.spot(u), "price")
             ranked += rank_for_quotes(specs, float(spot) if spot else None, today)
@@ -347,7 +410,8 @@ class IngestService:
             "subscriptions_quotes": str(
                 sum(1 for c in self.connections.values() for t in c.subscribed if t.startswith("Q."))
             ),
-            "queue_frames": str(self.queue.qsize()),
+            "queue_frames": str(len(self.queue)),
+            "queue_bytes": str(self.queue_bytes),
             "counters": orjson.dumps(dict(stats.counters)).decode(),
             "rejects": orjson.dumps(dict(stats.rejects)).decode(),
         }
@@ -355,10 +419,12 @@ class IngestService:
     async def _status_loop(self) -> None:
         last_summary = 0.0
         while True:
+            _raise_if_cancelling()
             status = self.status()
             try:
                 await self.redis.hset(keys.ingest_status(), mapping=status)
             except (RedisError, OSError) as exc:
+                _raise_if_cancelling()
                 log.warning("status write failed: %s", exc)
             if time.monotonic() - last_summary >= self.config.summary_every_s:
                 last_summary = time.monotonic()
@@ -370,6 +436,19 @@ class IngestService:
                     status["commit_ms_p99"], status["queue_frames"], status["rejects"],
                 )  # fmt: skip
             await asyncio.sleep(self.config.status_every_s)
+
+
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation that a library swallowed on the way (the task must stop, not loop on).
+
+    redis-py's asyncio client can absorb a ``CancelledError`` raised inside a command (it turns it into a
+    disconnect, or just returns); the cancel request is then consumed and a ``while True`` loop around that
+    call would run forever — a process that never exits on SIGTERM or after a fatal error. Every loop here
+    calls this at the top of each turn and after each Redis error.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _fmt(value: float | None) -> str:

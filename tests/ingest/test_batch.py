@@ -19,13 +19,7 @@ def t(sym: str, seq: int, price: float = 1.05) -> Trade:
 
 
 def kinds(call) -> list[tuple]:
-    out, p = [], 0
-    while p < len(call.events):
-        kind = call.events[p]
-        width = 8 if kind == "Q" else 6
-        out.append((kind, call.cids[call.events[p + 1] - 1], call.events[p + width - 1]))
-        p += width
-    return out
+    return [(kind, cid, values[-1]) for kind, cid, values in call.unpacked()]
 
 
 def test_consecutive_quotes_conflate_but_a_trade_keeps_the_quote_in_force() -> None:
@@ -71,3 +65,28 @@ def test_latest_spot_per_underlying_wins() -> None:
     batch = build_batch([], spots, UNIVERSE, SequenceFilter())
     assert batch.spots == {"SPY": SpotTick("SPY", 601.0, 7), "SPX": SpotTick("I:SPX", 6000.0, 1)}
     assert batch.rejects == {"unknown_spot_symbol": 1}
+
+
+def test_the_frame_fast_path_counts_exactly_what_decode_frame_counts() -> None:
+    import orjson
+
+    from ingest.batch import BatchBuilder
+    from ingest.decode import decode_frame
+
+    good_t = {"ev": "T", "sym": A, "p": 1.05, "s": 2, "t": 5, "q": 7, "c": [1]}
+    good_q = {"ev": "Q", "sym": B, "bp": 1.0, "ap": 1.1, "bs": 1, "as": 2, "t": 6, "q": 8}
+    frame = orjson.dumps([
+        good_t, good_q, {**good_t, "p": 2, "q": 8}, {**good_q, "bp": 0, "q": 9}, {**good_t, "p": True, "q": 9},
+        {**good_t, "s": 0}, {**good_q, "as": -1}, {**good_t, "sym": ""}, {**good_t, "t": -1}, {"ev": "X"},
+        {"ev": "status", "status": "success"}, 7, [1], {**good_q, "ap": 1e300},
+        {k: v for k, v in good_q.items() if k != "bs"},
+    ])  # fmt: skip
+    builder = BatchBuilder(UNIVERSE, SequenceFilter())
+    assert builder.add_frame(frame) == 6
+    batch = builder.build()
+    decoded = decode_frame(frame)
+    assert batch.rejects == decoded.rejects
+    assert batch.events_in == len(decoded.quotes_and_trades) == 4
+    e1 = next(call for call in batch.calls if call.epoch == "e1")
+    assert [(k, c, v[-1]) for k, c, v in e1.unpacked()] == [("T", CID_A, 7), ("T", CID_A, 8), ("Q", CID_B, 9)]
+    assert e1.unpacked()[1][2][0] == "2.0"  # an integer price becomes the float text repr gives

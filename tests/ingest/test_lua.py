@@ -1,13 +1,16 @@
-"""``lua/ingest_batch.lua`` against a real redis-server: classification, exact cents, sequence, structure."""
+"""``lua/ingest_batch.lua`` against a real redis-server: classification, exact micro-dollars, sequence, structure."""
 
 from __future__ import annotations
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fabric import keys
 from fabric.scripts import script
 from ingest.batch import EpochCall
+from models.heatmap import apply_trade
 
 U, E = "SPY", "e1"
 CID = "O:SPY:2025-12-19:650:C"
@@ -27,10 +30,8 @@ def seed(
 
 def run(r: redis.Redis, events: list[tuple], max_age_ms: int = 60_000) -> list[int]:
     call = EpochCall(U, E)
-    for event in events:
-        i = call.index_of(event[1])
-        call.events += (event[0], i, *event[2:])
-        call.count += 1
+    for kind, cid, *values in events:
+        call.add(cid, kind, *values)
     return script(r, "ingest_batch")(keys=call.keys(), args=call.args(max_age_ms))
 
 
@@ -50,11 +51,11 @@ def quote(bid: str, ask: str, q: int, ts: int = NOW + 1, cid: str = CID) -> tupl
 def test_quote_rule(r: redis.Redis, price: str, sign: int) -> None:
     seed(r)
     assert run(r, [trade(price, size=3)]) == [0, 1, 0, 0, int(sign > 0), int(sign < 0)]
-    cents = round(float(price) * 3 * 100 * 100)
+    micro = round(float(price) * 1e6) * 3 * 100
     h = r.hgetall(HM)
-    assert int(h.get("flow_cents", 0)) == sign * cents
-    assert int(h.get("buy_cents", 0)) == (cents if sign > 0 else 0)
-    assert int(h.get("sell_cents", 0)) == (cents if sign < 0 else 0)
+    assert int(h.get("flow_micro", 0)) == sign * micro
+    assert int(h.get("buy_micro", 0)) == (micro if sign > 0 else 0)
+    assert int(h.get("sell_micro", 0)) == (micro if sign < 0 else 0)
     assert h["volume"] == "3" and h["trades"] == "1" and h["last_price"] == price and h["trade_q"] == "10"
     assert r.hget(GX, "volume") == "13"
     assert r.smembers(keys.dirty_contracts(U, E)) == {CID}
@@ -66,23 +67,43 @@ def test_quote_rule(r: redis.Redis, price: str, sign: int) -> None:
         (None, None, NOW),
         ("1.20", "1.10", NOW),
         ("1.10", "1.10", NOW),
-        ("0", "1.10", NOW),
+        ("0", "0", NOW),
         ("1.00", "1.10", NOW - 61_000),
     ],
-    ids=["no-quote", "crossed", "locked", "one-sided", "stale"],
+    ids=["no-quote", "crossed", "locked-at-the-quote", "no-ask", "stale"],
 )
 def test_unusable_quote_leaves_the_trade_unsigned(r: redis.Redis, bid, ask, quote_ts) -> None:
     seed(r, bid=bid, ask=ask, quote_ts=quote_ts)
     assert run(r, [trade("1.10")]) == [0, 1, 0, 0, 0, 0]
     h = r.hgetall(HM)
-    assert "flow_cents" not in h and h["volume"] == "1" and h["trades"] == "1"
+    assert "flow_micro" not in h and h["volume"] == "1" and h["trades"] == "1"
 
 
-def test_premium_is_exact_in_cents_for_any_multiplier(r: redis.Redis) -> None:
+def test_premium_is_exact_in_micro_dollars_for_any_multiplier(r: redis.Redis) -> None:
     seed(r, multiplier=150)  # an adjusted contract
     run(r, [trade("0.07", size=7, q=1), trade("3.33", size=3, q=2), trade("1.10", size=1, q=3)])
     # 0.07·7·150 = 73.50 (sell), 3.33·3·150 = 1498.50 (buy), 1.10·1·150 = 165.00 (buy)
-    assert r.hmget(HM, "buy_cents", "sell_cents", "flow_cents") == ["166350", "7350", str(166350 - 7350)]
+    assert r.hmget(HM, "buy_micro", "sell_micro", "flow_micro") == ["1663500000", "73500000", "1590000000"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    bid_c=st.integers(-5, 400),
+    ask_c=st.integers(-5, 400),
+    price_c=st.integers(1, 420),
+    size=st.integers(1, 50),
+    multiplier=st.sampled_from([1, 10, 100, 150]),
+)
+def test_lua_matches_the_python_reference(
+    r: redis.Redis, bid_c: int, ask_c: int, price_c: int, size: int, multiplier: int
+) -> None:
+    r.delete(HM, GX, keys.dirty_contracts(U, E))
+    seed(r, bid=f"{bid_c / 100:.2f}", ask=f"{ask_c / 100:.2f}", multiplier=multiplier)
+    run(r, [trade(f"{price_c / 100:.2f}", size=size)])
+    expected = apply_trade({}, price_c / 100, size, multiplier, bid_c / 100, ask_c / 100)
+    stored = r.hgetall(HM)
+    for name in ("flow_micro", "buy_micro", "sell_micro", "volume", "trades"):
+        assert int(stored.get(name, 0)) == expected[name], name
 
 
 def test_a_trade_uses_the_quote_that_preceded_it_in_the_batch(r: redis.Redis) -> None:
@@ -105,3 +126,48 @@ def test_a_contract_without_a_hash_is_counted_and_never_created(r: redis.Redis) 
     other = "O:SPY:2025-12-19:655:C"
     assert run(r, [trade("1.10", cid=other), quote("1", "2", q=1, cid=other)]) == [0, 0, 0, 2, 0, 0]
     assert set(r.keys("*")) == before
+
+
+def test_a_zero_bid_is_a_one_sided_market_that_still_signs(r: redis.Redis) -> None:
+    seed(r, bid="0", ask="0.05")
+    assert run(r, [trade("0.05", q=1), trade("0.01", q=2)]) == [0, 2, 0, 0, 1, 1]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("Q"), st.integers(0, 300), st.integers(1, 300)),
+            st.tuples(st.just("T"), st.integers(1, 320), st.integers(1, 40)),
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+    st.integers(0, 2**53 - 10**9),
+)
+def test_a_batch_with_float_prices_matches_the_reference_trade_by_trade(
+    r: redis.Redis, events: list[tuple[str, int, int]], stored_flow: int
+) -> None:
+    """Many events of one contract in one call (summed in the script) ≡ models.heatmap.apply_trade one by one;
+    prices as the floats ingest sends, stored as their repr; a counter near 2^53 stays exact."""
+    r.delete(HM, GX, keys.dirty_contracts(U, E))
+    seed(r)
+    r.hset(HM, "buy_micro", stored_flow)
+    call = EpochCall(U, E)
+    state: dict = {"buy_micro": stored_flow}
+    bid, ask = 1.0, 1.1
+    last: dict = {}
+    for q, (kind, x, y) in enumerate(events, start=1):
+        if kind == "Q":
+            bid, ask = x / 100, x / 100 + y / 100
+            call.add(CID, "Q", bid, ask, 5, 6, NOW + q, q)
+            last.update(bid=repr(bid), ask=repr(ask), quote_q=str(q))
+        else:
+            call.add(CID, "T", x / 100, y, NOW + q, q)
+            state = apply_trade(state, x / 100, y, 100, bid, ask)
+            last.update(last_price=repr(x / 100), trade_q=str(q))
+    script(r, "ingest_batch")(keys=call.keys(), args=call.args(60_000))
+    stored = r.hgetall(HM)
+    for name in ("flow_micro", "buy_micro", "sell_micro", "volume", "trades"):
+        assert int(stored.get(name, 0)) == state.get(name, 0), name
+    assert {k: stored[k] for k in last} == last

@@ -38,7 +38,11 @@ def settings(feed: SimProcess, redis_server) -> Settings:
         massive_rest_url=feed.rest_url,
         massive_ws_url=feed.ws_url,
         underlyings=("SPY",),
+        epoch_required_components=(),  # no model workers here: promotion must not wait for them
     )
+
+
+SCENARIO_TIMEOUT_S = 90.0
 
 
 async def until(predicate: Callable[[], Awaitable[bool] | bool], timeout_s: float = 30.0) -> None:
@@ -61,10 +65,24 @@ def with_service(
         service = IngestService(settings, client, config)
         task = asyncio.create_task(service.run())
         try:
-            await scenario(service)
+            done, _ = await asyncio.wait([asyncio.ensure_future(scenario(service)), task], timeout=SCENARIO_TIMEOUT_S,
+                                         return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            if not done:
+                raise AssertionError(f"scenario did not finish in {SCENARIO_TIMEOUT_S}s: {service.status()}")
+            for finished in done:
+                finished.result()  # the scenario's assertion, or the service's crash
+            assert not task.done(), "the ingest service stopped during the scenario"
         finally:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            try:
+                await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 10)
+            except TimeoutError:
+                import io
+
+                out = io.StringIO()
+                for pending in asyncio.all_tasks():
+                    pending.print_stack(limit=8, file=out)
+                raise AssertionError("the ingest service did not stop when cancelled:\n" + out.getvalue()) from None
             await client.aclose()
 
     asyncio.run(main())
@@ -79,9 +97,9 @@ def test_ticks_reach_the_active_epoch_and_the_epoch_is_accepted(r: redis.Redis, 
             lambda: service.stats.counters["trades_applied"] > 20 and service.stats.counters["quotes_applied"] > 20
         )
         await until(lambda: r.hget(keys.ingest_status(), "connected") == "1")
+        await until(lambda: r.sismember(keys.epoch_ready("SPY", epoch), "ingest"))
 
     with_service(settings, scenario)
-    assert r.sismember(keys.epoch_ready("SPY", epoch), "ingest")
     dirty = r.smembers(keys.dirty_contracts("SPY", epoch))
     assert dirty
     h = r.hgetall(keys.contract("SPY", epoch, "heatmap", sorted(dirty)[0]))

@@ -1,0 +1,125 @@
+"""Smoke test of the ingest benchmark's parts: the replay server speaks Massive's protocol, and
+``python -m ingest`` commits exactly the valid replayed events of its universe to Redis. No timing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import date
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+from websockets.asyncio.client import connect
+
+from bench.feed_replay import ReplayFile, generate
+from bench.ingest_throughput import Child, start_ingest, start_replay
+from chain.decompose import decompose
+from chain.store import write_decomposition
+from fabric import keys
+from fabric.contracts import contract_id_to_ticker
+from tests.support.chains import chain_rows
+from tests.support.servers import free_port
+
+DB = 7  # a private database of the run's redis-server
+
+
+async def _read_stream(port: int, expected_events: int) -> tuple[list[str], list[dict]]:
+    statuses: list[str] = []
+    events: list[dict] = []
+    async with connect(f"ws://127.0.0.1:{port}/options", compression=None, max_size=2**24) as ws:
+        statuses += [e["status"] for e in orjson.loads(await ws.recv())]
+        await ws.send(orjson.dumps({"action": "auth", "params": "any-key"}).decode())
+        statuses += [e["status"] for e in orjson.loads(await ws.recv())]
+        await ws.send(orjson.dumps({"action": "subscribe", "params": "T.*,Q.O:SPY310117C00650000"}).decode())
+        async with asyncio.timeout(10):
+            while len(events) < expected_events:
+                for e in orjson.loads(await ws.recv()):
+                    if e["ev"] == "status":
+                        statuses.append(e["status"])
+                    else:
+                        events.append(e)
+    async with connect(f"ws://127.0.0.1:{port}/stocks", compression=None) as ws:
+        statuses += [e["status"] for e in orjson.loads(await ws.recv())]
+        await ws.send(orjson.dumps({"action": "auth", "params": "k"}).decode())
+        await ws.send(orjson.dumps({"action": "subscribe", "params": "T.SPY"}).decode())
+        statuses += [e["status"] for e in orjson.loads(await ws.recv())]
+        statuses += [e["status"] for e in orjson.loads(await ws.recv())]
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await ws.recv()  # the stocks feed carries nothing
+    return statuses, events
+
+
+def _status(r: redis.Redis) -> tuple[dict, dict]:
+    status = r.hgetall(keys.ingest_status())
+    return orjson.loads(status.get("counters") or "{}"), orjson.loads(status.get("rejects") or "{}")
+
+
+def test_replayed_events_are_committed_exactly(redis_server, tmp_path: Path) -> None:
+    url = redis_server.url_db(DB)
+    r = redis.Redis.from_url(url, decode_responses=True)
+    r.flushdb()
+    rows = chain_rows("SPY", [date(2031, 1, 17), date(2031, 2, 21)], [float(k) for k in range(640, 660)], spot=650.0)
+    dec = decompose("SPY", rows, bucket_width=1.0, am_settled_roots=())
+    write_decomposition(r, dec, now_ms=time.time_ns() // 1_000_000, retire_ttl_s=300)
+    epoch = dec.epoch_id
+    cids = sorted(r.smembers(keys.epoch_universe("SPY", epoch)))
+    tickers = [contract_id_to_ticker(c) for c in cids]
+    assert len(tickers) == 80
+
+    replay: ReplayFile = generate(tmp_path / "frames.jsonl", tickers, 20_000, frame_events=(500, 1_000), seed=3)
+    assert replay.quotes + replay.trades == replay.events == 20_000 and replay.trades > 1_000
+    assert set(replay.trade_placement) == {"at_ask", "at_bid", "inside", "outside"}
+    dup_ticker, dup_q = next(iter(replay.last_quote_q.items()))
+    invalid = [  # not in the universe, and a repeated sequence number: both must be dropped and counted
+        {"ev": "T", "sym": "O:SPY310117C09999000", "p": 1.0, "s": 1, "t": 1, "q": replay.q_last + 1},
+        {"ev": "Q", "sym": dup_ticker, "bp": 1.0, "ap": 1.1, "bs": 1, "as": 1, "t": 1, "q": dup_q},
+    ]
+    with open(replay.path, "ab") as fh:
+        fh.write(orjson.dumps(invalid) + b"\n")
+
+    port = free_port()
+    server = start_replay(replay.path, port, "max")
+    ingest: Child | None = None
+    try:
+        statuses, events = asyncio.run(_read_stream(port, replay.events + 2))
+        assert statuses[:3] == ["connected", "auth_success", "success"]
+        assert statuses[3:] == ["connected", "auth_success", "success"]
+        assert len(events) == replay.events + 2
+        last: dict[str, int] = {}
+        for e in events[:-2]:
+            key = f"{e['ev']}:{e['sym']}"
+            assert e["q"] > last.get(key, 0)
+            last[key] = e["q"]
+
+        ingest = start_ingest(url, f"ws://127.0.0.1:{port}")
+        deadline = time.monotonic() + 20
+        while True:
+            counters, rejects = _status(r)
+            if counters.get("events_in", 0) >= replay.events + 2 or time.monotonic() > deadline:
+                break
+            assert ingest.proc.poll() is None, ingest.tail()
+            time.sleep(0.1)
+        time.sleep(1.2)  # one more status update: nothing else may arrive
+        counters, rejects = _status(r)
+    finally:
+        if ingest is not None:
+            ingest.stop()
+        server.stop()
+
+    assert counters["events_in"] == replay.events + 2, (counters, rejects)
+    assert rejects == {"unknown_contract": 1, "out_of_sequence": 1}
+    assert counters["trades_applied"] == replay.trades
+    assert counters["quotes_applied"] + counters.get("quotes_conflated", 0) == replay.quotes
+    assert counters.get("overflow_frames", 0) == 0
+
+    pipe = r.pipeline(transaction=False)
+    for cid in cids:
+        pipe.hmget(keys.contract("SPY", epoch, "heatmap", cid), "trades", "trade_q", "quote_q")
+    stored = dict(zip(tickers, pipe.execute(), strict=True))
+    assert {t: int(v[0] or 0) for t, v in stored.items() if v[0]} == replay.trades_by_ticker
+    assert {t: int(v[2]) for t, v in stored.items() if v[2]} == replay.last_quote_q
+    assert r.scard(keys.dirty_contracts("SPY", epoch)) == len(replay.trades_by_ticker)
+    r.flushdb()

@@ -80,9 +80,11 @@ def retire_epoch(r: Redis, underlying: str, epoch: str, ttl_s: int, now_ms: int)
     return bool(done)
 
 
-def accept_epoch(r: Redis, underlying: str, epoch: str, component: str) -> None:
-    """Record that ``component`` (ingest, heatmap, gex, …) is ready for ``epoch``."""
-    r.sadd(keys.epoch_ready(underlying, epoch), component)
+def accept_epoch(r: Redis, underlying: str, epoch: str, component: str) -> bool:
+    """Record that ``component`` (ingest, heatmap, gex, …) is ready for ``epoch``; False (and nothing written)
+    when the epoch is no longer live."""
+    return bool(script(r, "accept_epoch")(keys=[keys.epoch_meta(underlying, epoch),
+                                                keys.epoch_ready(underlying, epoch)], args=[component]))  # fmt: skip
 
 
 def promote_epoch(

@@ -7,7 +7,7 @@ double-count flow:
 1. ``take_dirty.lua`` moves the dirty set into a processing set (merged with what an unfinished run left);
 2. the tiles of those contracts are found through the ``plane`` ZSET, all their contracts read (one
    pipelined round of HMGETs) and aggregated by the pure :func:`models.heatmap.aggregate_tiles`;
-3. the tiles are written (HSET), the tiles version INCR'd and the processing set deleted, in one MULTI/EXEC;
+3. ``write_tiles.lua`` writes the tiles, bumps the tiles version and deletes the processing set in one step;
 4. the complete view is built — from the worker's copy of the tile cells, trusted while the stored tiles
    version matches it (:class:`TileBoard`) — and published through ``publish_view.lua``.
 """
@@ -172,7 +172,7 @@ def load_board(r: Redis, underlying: str, epoch: str, layout: EpochLayout) -> Ti
 def recompute_tiles(r: Redis, underlying: str, epoch: str, layout: EpochLayout) -> tuple[int, int, int]:
     """Steps 1–3 for one epoch: returns (dirty contracts, tiles recomputed, contracts read).
 
-    The caller deletes nothing by hand: the processing set goes in the same transaction as the tiles, so a
+    The caller deletes nothing by hand: the processing set goes in the same script call as the tiles, so a
     run killed before that transaction leaves it for the next run, and one killed after has finished.
     """
     dirty = take_dirty(r, underlying, epoch)
@@ -181,12 +181,11 @@ def recompute_tiles(r: Redis, underlying: str, epoch: str, layout: EpochLayout) 
     touched, members = contracts_of_tiles(dirty, layout)
     recomputed = aggregate_tile_values(read_contract_values(r, underlying, epoch, members))
     written = {t: recomputed.get(t, EMPTY_TILE) for t in touched}
-    pipe = r.pipeline(transaction=True)
-    if written:
-        pipe.hset(keys.heatmap_tiles(underlying, epoch), mapping={str(t): pack_tile(v) for t, v in written.items()})
-    pipe.incr(keys.heatmap_tiles_version(underlying, epoch))
-    pipe.delete(keys.dirty_processing(underlying, epoch))  # finish: same transaction as the write
-    version = pipe.execute()[-2]
+    args = [x for t, v in written.items() for x in (str(t), pack_tile(v))]
+    version = int(script(r, "write_tiles")(keys=[keys.heatmap_tiles(underlying, epoch),
+                                                 keys.heatmap_tiles_version(underlying, epoch),
+                                                 keys.dirty_processing(underlying, epoch),
+                                                 keys.epoch_meta(underlying, epoch)], args=args))  # fmt: skip
     board = _boards.get((underlying, epoch))
     if board is not None and board.version == version - 1:
         board.cells.update(tile_cells(written, **_axes(layout)))

@@ -378,9 +378,13 @@ class IngestService:
         for u, epochs in live.items():
             for epoch in epochs:
                 if (u, epoch) not in self._accepted and (u, epoch) in self._universe_cache:
-                    await self.redis.sadd(keys.epoch_ready(u, epoch), "ingest")
+                    recorded = await self.redis.eval(
+                        script_source("accept_epoch"), 2, keys.epoch_meta(u, epoch), keys.epoch_ready(u, epoch),
+                        "ingest",
+                    )  # fmt: skip
                     self._accepted.add((u, epoch))
-                    log.info("epoch accepted by ingest underlying=%s epoch=%s", u, epoch)
+                    if recorded:
+                        log.info("epoch accepted by ingest underlying=%s epoch=%s", u, epoch)
                     self._universe_changed.set()  # let promotion-waiting tasks see it soon
 
     # ----- status --------------------------------------------------------------------------------------

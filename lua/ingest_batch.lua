@@ -21,7 +21,8 @@
 --     trade (last_price last_trade_ts_ms trade_q) and the counters flow_micro (signed), buy_micro,
 --     sell_micro, volume, trades (a counter no trade of the batch changed is not written; one whose sum
 --     would reach 2^53 is added by HINCRBY instead, so sums stay exact);
---   GEX hash: one HINCRBY volume; dirty set: one SADD of every contract with an applied trade.
+--   GEX hash: one HINCRBY volume; dirty set: one SADD of every contract with an applied trade (a dirty set
+--   created after the epoch was retired gets the contract hashes' remaining TTL).
 -- bid, ask and last_price are stored as decimal text: a string argument as given, a number as the shortest
 -- text that reads back as it (Python's repr of the float).
 --
@@ -215,5 +216,13 @@ end
 -- SADD in slices: unpack is bounded by Lua's C stack
 for first = 1, #dirty, 4000 do
   redis.call('SADD', KEYS[1], unpack(dirty, first, math.min(first + 3999, #dirty)))
+end
+-- A retired epoch's keys carry the retirement TTL; a dirty set created after retirement inherits it from the
+-- contract hashes, so no key can outlive its epoch.
+if #dirty > 0 and redis.call('PTTL', KEYS[1]) == -1 then
+  local ttl = redis.call('PTTL', KEYS[2])
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+  end
 end
 return { quotes, trades, stale, missing, buys, sells }

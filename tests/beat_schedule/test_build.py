@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_one_chain_snapshot_entry_per_underlying() -> None:
     settings = Settings(underlyings=("SPY", "SPX", "QQQ"), chain_interval_min_s=5.0, chain_interval_default_s=20.0)
     schedule = build_beat_schedule(settings)
-    assert sorted(schedule) == ["chain-snapshot-QQQ", "chain-snapshot-SPX", "chain-snapshot-SPY"]
+    assert sorted(k for k in schedule if k.startswith("chain-")) == [
+        "chain-snapshot-QQQ", "chain-snapshot-SPX", "chain-snapshot-SPY"]  # fmt: skip
     entry = schedule["chain-snapshot-SPX"]
     assert entry["task"] == "tasks.chain.snapshot"
     assert entry["args"] == ("SPX",)
@@ -47,4 +48,22 @@ def test_importing_and_building_does_not_connect_to_redis() -> None:
     }
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "['chain-snapshot-SPX', 'chain-snapshot-SPY']"
+    assert result.stdout.strip() == str(
+        sorted(
+            [f"{name}-{u}" for name in ("chain-snapshot", "epochs-promote", "gex", "heatmap") for u in ("SPX", "SPY")]
+        )
+    )
+
+
+def test_model_entries_run_on_their_own_queues_and_expire_after_one_interval() -> None:
+    settings = Settings(underlyings=("SPY",), heatmap_interval_ms=250, gex_interval_ms=4000)
+    schedule = build_beat_schedule(settings)
+    assert schedule["heatmap-SPY"] == {
+        "task": "tasks.heatmap.recompute",
+        "schedule": 0.25,
+        "args": ("SPY",),
+        "options": {"queue": "heatmap", "expires": 0.25},
+    }
+    assert schedule["gex-SPY"]["options"] == {"queue": "gex", "expires": 4.0}
+    assert schedule["gex-SPY"]["schedule"] == 4.0 and schedule["gex-SPY"]["task"] == "tasks.gex.recompute"
+    assert schedule["epochs-promote-SPY"]["options"]["queue"] == "chain"

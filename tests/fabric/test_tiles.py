@@ -119,3 +119,16 @@ def test_view_layout_and_values(r: redis.Redis) -> None:
     assert view["tiles"] == [{"expiry": "2030-02-15", "bucket": 100.0, "net_flow": 330.0, "buy_premium": 330.0,
                               "sell_premium": 0.0, "volume": 3, "trades": 1, "call_flow": 330.0,
                               "put_flow": 0.0}]  # fmt: skip
+
+
+def test_a_run_racing_a_retirement_leaves_no_key_without_ttl(r: redis.Redis) -> None:
+    epoch, cids = make_epoch(r)
+    trade(r, epoch, cids[0], "1.10", 1, 1)
+    layout = tiles.read_layout(r, "SPY", epoch)
+    # the epoch is retired (every existing key gets the TTL) while the run works: tiles, tiles_version and the
+    # processing set did not exist yet and are created by the run — they must inherit the TTL
+    for key in r.keys(f"*{epoch}*"):
+        r.expire(key, 300)
+    assert tiles.recompute_tiles(r, "SPY", epoch, layout)[0] == 1
+    assert r.exists(keys.heatmap_tiles("SPY", epoch)) and r.exists(keys.heatmap_tiles_version("SPY", epoch))
+    assert all(0 < r.ttl(key) <= 300 for key in r.keys(f"*{epoch}*"))

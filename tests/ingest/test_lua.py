@@ -171,3 +171,11 @@ def test_a_batch_with_float_prices_matches_the_reference_trade_by_trade(
     for name in ("flow_micro", "buy_micro", "sell_micro", "volume", "trades"):
         assert int(stored.get(name, 0)) == state.get(name, 0), name
     assert {k: stored[k] for k in last} == last
+
+
+def test_a_dirty_set_created_after_retirement_inherits_the_ttl(r: redis.Redis) -> None:
+    seed(r)
+    r.expire(HM, 300)
+    r.expire(GX, 300)  # what retirement does to every key of the epoch (the dirty set did not exist then)
+    assert run(r, [trade("1.10")])[1] == 1
+    assert 0 < r.ttl(keys.dirty_contracts(U, E)) <= 300

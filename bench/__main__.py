@@ -21,17 +21,16 @@ def main() -> None:
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    results: list[Result] = []
     for name in args.names or list(BENCHES):
         module = importlib.import_module(BENCHES[name])
-        for result in module.run():
+        results: list[Result] = module.run()
+        for result in results:
             print(
                 f"{result.name}: {result.value} {result.unit} | baseline {result.baseline} {result.unit} | "
                 f"ratio {result.ratio}x | target {result.target}" + (f" | {result.detail}" if result.detail else "")
             )
-            results.append(result)
-    save(results)
-    print("wrote bench/results.json and the README table")
+        save(results)  # after each benchmark: one that fails does not lose the others' results
+        print(f"{name}: wrote bench/results.json and the README table", flush=True)
 
 
 if __name__ == "__main__":

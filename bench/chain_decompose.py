@@ -48,8 +48,8 @@ def _baseline(r: redis.Redis, rows: list[dict]) -> float:
     e = dec.epoch_id
     for row, tile in zip(dec.rows, dec.tiles(), strict=True):
         bucket = bucket_of(row.spec.strike_milli, dec.bucket_width)
-        hm = {k: v for k, v in zip(HEATMAP_FIELDS, heatmap_values(row, bucket, tile), strict=True) if v is not None}
-        gx = {k: v for k, v in zip(GEX_FIELDS, gex_values(row), strict=True) if v is not None}
+        hm = {k: v for k, v in zip(HEATMAP_FIELDS, heatmap_values(row, tile), strict=True) if v}
+        gx = {k: v for k, v in zip(GEX_FIELDS, gex_values(row), strict=True) if v}
         r.hset(keys.contract("SPX", e, "heatmap", row.cid), mapping=hm)
         r.hset(keys.contract("SPX", e, "gex", row.cid), mapping=gx)
         r.zadd(keys.model_index("SPX", e, "heatmap", "by_strike"), {row.cid: row.spec.strike})

@@ -12,6 +12,7 @@ it. Either every command of the batch is applied or none is.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 
 import hiredis
@@ -29,27 +30,7 @@ class TransactionError(ResponseError):
 
 def execute_transaction(client: Redis, commands: Iterable[Command]) -> list[object]:
     """Run ``commands`` as one MULTI/EXEC transaction; returns EXEC's replies (raises on any error)."""
-    pool = client.connection_pool
-    connection = pool.get_connection()
-    try:
-        pack = hiredis.pack_command
-        chunk: list[bytes] = [pack(("MULTI",))]
-        sent = 0
-        for command in commands:
-            chunk.append(pack(tuple(command)))
-            if len(chunk) >= CHUNK_COMMANDS:
-                connection.send_packed_command([b"".join(chunk)], check_health=False)
-                sent += len(chunk)
-                chunk = []
-        chunk.append(pack(("EXEC",)))
-        connection.send_packed_command([b"".join(chunk)], check_health=False)
-        sent += len(chunk)
-        replies = _read_replies(connection, sent)
-    except BaseException:
-        connection.disconnect()
-        raise
-    finally:
-        pool.release(connection)
+    replies = _run(client, itertools.chain([("MULTI",)], commands, [("EXEC",)]), encoding=None)
     queued, result = replies[:-1], replies[-1]
     for reply in queued:
         if isinstance(reply, hiredis.ReplyError):
@@ -68,6 +49,11 @@ def execute_pipeline(client: Redis, commands: Iterable[Command]) -> list[object]
     For chain-sized reads (tens of thousands of HMGETs): packed by hiredis, sent in chunks, parsed by
     hiredis. An error reply is returned in place (a ``hiredis.ReplyError``), not raised.
     """
+    return _run(client, commands, encoding="utf-8")
+
+
+def _run(client: Redis, commands: Iterable[Command], *, encoding: str | None) -> list[object]:
+    """Pack ``commands`` as they come, send them in chunks on one pooled connection, read every reply."""
     pool = client.connection_pool
     connection = pool.get_connection()
     try:
@@ -83,7 +69,7 @@ def execute_pipeline(client: Redis, commands: Iterable[Command]) -> list[object]
         if chunk:
             connection.send_packed_command([b"".join(chunk)], check_health=False)
             sent += len(chunk)
-        return _read_replies(connection, sent, encoding="utf-8") if sent else []
+        return _read_replies(connection, sent, encoding=encoding) if sent else []
     except BaseException:
         connection.disconnect()
         raise

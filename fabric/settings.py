@@ -104,6 +104,7 @@ class Settings:
     # web (SSE, JSON API, dashboard)
     web_host: str = "127.0.0.1"
     web_port: int = 8000
+    web_workers: int = 1
     web_token: str | None = field(default=None, repr=False)
     web_cors_origins: tuple[str, ...] = ()
     sse_ping_s: float = 15.0
@@ -210,6 +211,7 @@ class Settings:
             web_token=env.get("MMAKER_WEB_TOKEN") or None,
             web_cors_origins=tuple(o.strip() for o in get("MMAKER_WEB_CORS_ORIGINS", "").split(",") if o.strip()),
             sse_ping_s=float(get("MMAKER_SSE_PING_S", "15")),
+            web_workers=max(1, int(get("MMAKER_WEB_WORKERS", "1"))),
             stale_view_s=float(get("MMAKER_STALE_VIEW_S", "30")),
         )
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import signal
 import socket
 
 import uvicorn
 from starlette.applications import Starlette
 
-from fabric.settings import get_settings, mask_url
+from fabric.settings import Settings, get_settings, mask_url
 from web.app import create_app
 
 log = logging.getLogger("web")
@@ -35,6 +38,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=settings.web_port)
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=settings.web_workers,
+        help="server processes sharing the port (SO_REUSEPORT), each with its own subscription",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.info(
@@ -45,6 +54,35 @@ def main() -> None:
         "required" if settings.web_token else "off",
         ",".join(settings.web_cors_origins) or "off",
     )
+    if args.workers <= 1:
+        _serve(settings, args, sockets=None)
+        return
+    children = []
+    for _ in range(args.workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: its own listening socket on the shared port, its own hub and subscription
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((args.host, args.port))
+            sock.listen(4096)
+            _serve(settings, args, sockets=[sock])
+            os._exit(0)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(child, 0)
+
+
+def _serve(settings: Settings, args: argparse.Namespace, sockets: list[socket.socket] | None) -> None:
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -55,7 +93,7 @@ def main() -> None:
         backlog=4096,
         timeout_graceful_shutdown=3,
     )
-    _Server(config, app).run()
+    _Server(config, app).run(sockets=sockets)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,6 @@ def script_source(name: str) -> str:
     return path.read_text()
 
 
-def available_scripts() -> list[str]:
-    """The names of every script in ``lua/``."""
-    return sorted(p.stem for p in LUA_DIR.glob("*.lua"))
-
-
 _registered: dict[tuple[int, str], Script] = {}
 
 

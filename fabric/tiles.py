@@ -127,11 +127,6 @@ def read_contract_values(r: Redis, underlying: str, epoch: str, cids: Iterable[s
     return [values for values in replies if isinstance(values, list) and values[0] is not None]
 
 
-def read_tiles(r: Redis, underlying: str, epoch: str) -> dict[int, Tile]:
-    """Every stored tile of the epoch."""
-    return {int(k): unpack_tile(v) for k, v in r.hgetall(keys.heatmap_tiles(underlying, epoch)).items()}
-
-
 @dataclass
 class TileBoard:
     """This worker's copy of an epoch's tile cells, trusted while the epoch's ``tiles_version`` matches.

@@ -378,10 +378,11 @@ class IngestService:
         for u, epochs in live.items():
             for epoch in epochs:
                 if (u, epoch) not in self._accepted and (u, epoch) in self._universe_cache:
-                    recorded = await self.redis.eval(
-                        script_source("accept_epoch"), 2, keys.epoch_meta(u, epoch), keys.epoch_ready(u, epoch),
-                        "ingest",
-                    )  # fmt: skip
+                    (recorded,) = await eval_many(
+                        self.redis,
+                        "accept_epoch",
+                        [([keys.epoch_meta(u, epoch), keys.epoch_ready(u, epoch)], ["ingest"])],
+                    )
                     self._accepted.add((u, epoch))
                     if recorded:
                         log.info("epoch accepted by ingest underlying=%s epoch=%s", u, epoch)

@@ -10,8 +10,7 @@ Changes are applied as differences (:func:`diff`), chunked into few messages (:f
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import date
 
 from fabric.contracts import ContractSpec
@@ -19,17 +18,6 @@ from fabric.contracts import ContractSpec
 #: One day to expiry weighs like 0.2 % of moneyness.
 DTE_WEIGHT = 0.002
 TOPICS_PER_MESSAGE = 2_000
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The desired topics of every connection, by connection name."""
-
-    topics: Mapping[str, frozenset[str]]
-
-    def quoted(self) -> int:
-        """How many quote topics the plan holds in all."""
-        return sum(1 for topics in self.topics.values() for t in topics if t.startswith("Q."))
 
 
 def rank_for_quotes(contracts: Iterable[tuple[str, ContractSpec]], spot: float | None, today: date) -> list[str]:

@@ -201,25 +201,27 @@ def create_app(settings: Settings | None = None) -> Starlette:
             return _unauthorized()
         return _json(await _catalog(hub))
 
-    async def model_view(request: Request) -> Response:
-        if not _authorized(request, settings.web_token):
-            return _unauthorized()
+    async def refusal(request: Request) -> tuple[Response | None, str, str]:
+        """(a 401 / 404 response or None, model, underlying) for a model route."""
         model, underlying = request.path_params["model"], request.path_params["underlying"].upper()
+        if not _authorized(request, settings.web_token):
+            return _unauthorized(), model, underlying
         reason = _unknown_reason(hub, model, underlying)
-        if reason:
-            return await _not_found(hub, model, underlying, reason)
+        return (await _not_found(hub, model, underlying, reason) if reason else None), model, underlying
+
+    async def model_view(request: Request) -> Response:
+        refused, model, underlying = await refusal(request)
+        if refused is not None:
+            return refused
         raw = await hub.redis.get(keys.model_view(model, underlying))  # type: ignore[arg-type]
         if raw is None:
             return await _not_found(hub, model, underlying, f"no {model} view of {underlying} published yet")
         return Response(raw, media_type="application/json", headers={"Cache-Control": "no-store"})
 
     async def stream(request: Request) -> Response:
-        if not _authorized(request, settings.web_token):
-            return _unauthorized()
-        model, underlying = request.path_params["model"], request.path_params["underlying"].upper()
-        reason = _unknown_reason(hub, model, underlying)
-        if reason:
-            return await _not_found(hub, model, underlying, reason)
+        refused, model, underlying = await refusal(request)
+        if refused is not None:
+            return refused
         resume = parse_last_event_id(request.headers.get("last-event-id"))
         return ViewStream(hub, (model, underlying), resume)
 

@@ -39,6 +39,13 @@ def encode_view(view: dict[str, Any]) -> bytes:
 
 def publish_view(r: Redis, model: Model, underlying: str, epoch: str, view: dict[str, Any]) -> Publication:
     """Publish ``view`` (computed from ``epoch``) if that epoch is active; prepare it if warming."""
+    return publish_encoded_view(r, model, underlying, epoch, encode_view(view))
+
+
+def publish_encoded_view(r: Redis, model: Model, underlying: str, epoch: str, body: bytes) -> Publication:
+    """:func:`publish_view` for a view already encoded as a JSON object without ``version``."""
+    if len(body) < 3 or body[:1] != b"{" or body[-1:] != b"}" or body.startswith(b'{"version"'):
+        raise ValueError("a view is a non-empty JSON object without a version")
     u = underlying.upper()
     status, detail = script(r, "publish_view")(
         keys=[
@@ -49,7 +56,7 @@ def publish_view(r: Redis, model: Model, underlying: str, epoch: str, view: dict
             keys.prepared_view(u, epoch, model),
             keys.epoch_ready(u, epoch),
         ],
-        args=[epoch, encode_view(view), keys.MODELS_CHANNEL, model, u],
+        args=[epoch, body, keys.MODELS_CHANNEL, model, u],
     )
     if status == "published":
         return Publication(status, int(detail))

@@ -5,11 +5,16 @@ delta), so a run that is repeated, or killed at any point and followed by anothe
 double-count flow:
 
 1. ``take_dirty.lua`` moves the dirty set into a processing set (merged with what an unfinished run left);
-2. the tiles of those contracts are found through the ``plane`` ZSET, all their contracts read (one
-   pipelined round of HMGETs) and aggregated by the pure :func:`models.heatmap.aggregate_tiles`;
-3. ``write_tiles.lua`` writes the tiles, bumps the tiles version and deletes the processing set in one step;
+2. the tiles of those contracts and every contract of those tiles are found in the epoch's layout (the
+   ``plane`` ZSET, read once per epoch and cached: structure never changes within an epoch);
+3. ``recompute_tiles.lua`` sums each of those tiles from its contracts' live counters *inside Redis* (no
+   per-contract round trip or reply parsing), writes the tiles, bumps the tiles version and deletes the
+   processing set — one atomic step. The sums are exact below 2^53 micro-dollars per tile; above it the
+   script writes nothing and the run is summed here with Python integers
+   (:func:`models.heatmap.aggregate_tile_values`) and written by ``write_tiles.lua``;
 4. the complete view is built — from the worker's copy of the tile cells, trusted while the stored tiles
-   version matches it (:class:`TileBoard`) — and published through ``publish_view.lua``.
+   version matches it (:class:`TileBoard`), each cell's JSON kept between runs so only recomputed tiles
+   are re-encoded — and published through ``publish_view.lua``.
 """
 
 from __future__ import annotations
@@ -17,22 +22,27 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import hiredis
 import orjson
 from redis import Redis
+from redis.exceptions import ResponseError
 
 from fabric import keys
 from fabric.bulk import execute_pipeline
-from fabric.publish import Publication, publish_view
-from fabric.scripts import script
+from fabric.publish import Publication, publish_encoded_view
+from fabric.scripts import script, script_sha, script_source
 from models.heatmap import (
     COUNTERS,
     Tile,
     aggregate_tile_values,
     assemble_heatmap_view,
+    bucket_lower_strike,
+    counter_cells,
     pack_tile,
+    tile_cell,
     tile_cells,
     unpack_tile,
 )
@@ -54,6 +64,9 @@ class EpochLayout:
     bucket_width: float
     tile_of: dict[str, int]
     members: dict[int, list[str]]
+    member_keys: dict[int, tuple[list[str], int, int]]  # tile -> (keys of its calls then puts, calls, puts)
+    cell_axes: dict[int, tuple[str, float]]  # tile -> (expiry, lower-edge strike), for tiles with contracts
+    axes_json: bytes
 
     @property
     def tile_count(self) -> int:
@@ -88,7 +101,24 @@ def read_layout(r: Redis, underlying: str, epoch: str) -> EpochLayout | None:
     members: dict[int, list[str]] = {}
     for cid, tile in tile_of.items():
         members.setdefault(tile, []).append(cid)
-    layout = EpochLayout(orjson.loads(meta[0]), int(meta[1]), int(meta[2]), float(meta[3]), tile_of, members)
+    prefix = keys.contract_prefix(underlying, epoch, "heatmap")
+    member_keys = {}
+    for tile, cids in members.items():  # calls first, then puts (recompute_tiles.lua splits the flow so)
+        calls = [prefix + cid for cid in cids if cid.endswith(":C")]
+        puts = [prefix + cid for cid in cids if cid.endswith(":P")]
+        member_keys[tile] = (calls + puts, len(calls), len(puts))
+    expiries, bucket_first, bucket_count = orjson.loads(meta[0]), int(meta[1]), int(meta[2])
+    bucket_width = float(meta[3])
+    axes = assemble_heatmap_view({}, expiries=expiries, bucket_first=bucket_first, bucket_count=bucket_count,
+                                 bucket_width=bucket_width, spot=None)  # fmt: skip
+    del axes["spot"], axes["tiles"]
+    cell_axes = {}
+    for tile in members:
+        expiry_index, bucket = tile_cell(tile, bucket_first=bucket_first, bucket_count=bucket_count)
+        if expiry_index < len(expiries):
+            cell_axes[tile] = (expiries[expiry_index], bucket_lower_strike(bucket, bucket_width))
+    layout = EpochLayout(expiries, bucket_first, bucket_count, bucket_width, tile_of, members, member_keys,
+                         cell_axes, orjson.dumps(axes))  # fmt: skip
     _layouts[(underlying, epoch)] = layout
     return layout
 
@@ -138,6 +168,31 @@ class TileBoard:
 
     version: int
     cells: dict[int, dict[str, Any] | None]
+    _json: dict[int, bytes] = field(default_factory=dict)
+    _order: list[int] | None = None
+
+    def update(self, cells: dict[int, dict[str, Any] | None], version: int) -> None:
+        """Replace the recomputed cells (their JSON is re-encoded on the next view) and take ``version``."""
+        for index, cell in cells.items():
+            if (cell is None) != (self.cells.get(index) is None):
+                self._order = None
+            self.cells[index] = cell
+            self._json.pop(index, None)
+        self.version = version
+
+    def tiles_json(self) -> bytes:
+        """The JSON array of the non-empty cells in tile order (only cells changed since the last call are
+        encoded; the others' bytes are reused)."""
+        if self._order is None:
+            self._order = sorted(index for index, cell in self.cells.items() if cell is not None)
+        encoded = self._json
+        parts = []
+        for index in self._order:
+            part = encoded.get(index)
+            if part is None:
+                part = encoded[index] = orjson.dumps(self.cells[index])
+            parts.append(part)
+        return b"[" + b",".join(parts) + b"]"
 
 
 _boards: dict[tuple[str, str], TileBoard] = {}
@@ -168,12 +223,44 @@ def recompute_tiles(r: Redis, underlying: str, epoch: str, layout: EpochLayout) 
     """Steps 1–3 for one epoch: returns (dirty contracts, tiles recomputed, contracts read).
 
     The caller deletes nothing by hand: the processing set goes in the same script call as the tiles, so a
-    run killed before that transaction leaves it for the next run, and one killed after has finished.
+    run killed before that call leaves it for the next run, and one killed after has finished.
     """
     dirty = take_dirty(r, underlying, epoch)
     if not dirty:
         return 0, 0, 0
-    touched, members = contracts_of_tiles(dirty, layout)
+    tile_of = layout.tile_of
+    touched = sorted({tile_of[cid] for cid in dirty if cid in tile_of})
+    member_keys = layout.member_keys
+    call_keys = [keys.heatmap_tiles(underlying, epoch), keys.heatmap_tiles_version(underlying, epoch),
+                 keys.dirty_processing(underlying, epoch), keys.epoch_meta(underlying, epoch)]  # fmt: skip
+    args: list[int] = []
+    for tile in touched:
+        tile_keys, calls, puts = member_keys[tile]
+        call_keys.extend(tile_keys)
+        args += (tile, calls, puts)
+    contracts_read = len(call_keys) - 4
+    try:
+        reply = _evalsha(r, "recompute_tiles", call_keys, args)
+        version = reply[0]
+        cells = counter_cells(reply[1:], layout.cell_axes)
+    except ResponseError as error:
+        if not str(error).startswith("OVERFLOW"):
+            raise
+        log.warning("heatmap %s %s: %s — summing this run with Python integers", underlying, epoch, error)
+        version, written = _recompute_exactly(r, underlying, epoch, layout, touched)
+        cells = tile_cells(written, **_axes(layout))
+    board = _boards.get((underlying, epoch))
+    if board is not None and board.version == version - 1:
+        board.update(cells, version)
+    else:
+        _boards.pop((underlying, epoch), None)
+    return len(dirty), len(touched), contracts_read
+
+
+def _recompute_exactly(r: Redis, underlying: str, epoch: str, layout: EpochLayout, touched: list[int]
+                       ) -> tuple[int, dict[int, Tile]]:  # fmt: skip
+    """Step 3 with unbounded integers (tiles whose sums reach 2^53): read, sum here, ``write_tiles.lua``."""
+    members = [cid for tile in touched for cid in layout.members[tile]]
     recomputed = aggregate_tile_values(read_contract_values(r, underlying, epoch, members))
     written = {t: recomputed.get(t, EMPTY_TILE) for t in touched}
     args = [x for t, v in written.items() for x in (str(t), pack_tile(v))]
@@ -181,21 +268,31 @@ def recompute_tiles(r: Redis, underlying: str, epoch: str, layout: EpochLayout) 
                                                  keys.heatmap_tiles_version(underlying, epoch),
                                                  keys.dirty_processing(underlying, epoch),
                                                  keys.epoch_meta(underlying, epoch)], args=args))  # fmt: skip
-    board = _boards.get((underlying, epoch))
-    if board is not None and board.version == version - 1:
-        board.cells.update(tile_cells(written, **_axes(layout)))
-        board.version = version
-    else:
-        _boards.pop((underlying, epoch), None)
-    return len(dirty), len(touched), len(members)
+    return version, written
 
 
-def heatmap_view(r: Redis, underlying: str, epoch: str, layout: EpochLayout, *, now_ms: int) -> dict[str, Any]:
-    """The complete view of the epoch from its tiles (without ``version``: the script adds it)."""
+def _evalsha(r: Redis, name: str, call_keys: list[str], args: list[Any]) -> Any:
+    """EVALSHA packed by hiredis (a recompute passes up to a chain's worth of keys); loads on NOSCRIPT."""
+    for attempt in range(2):
+        (reply,) = execute_pipeline(r, [("EVALSHA", script_sha(name), len(call_keys), *call_keys, *args)])
+        if not isinstance(reply, hiredis.ReplyError):
+            return reply
+        if str(reply).startswith("NOSCRIPT") and not attempt:
+            r.script_load(script_source(name))
+            continue
+        raise ResponseError(str(reply))
+    raise AssertionError("unreachable")
+
+
+def heatmap_view_json(r: Redis, underlying: str, epoch: str, layout: EpochLayout, *, now_ms: int) -> bytes:
+    """The complete view of the epoch as JSON (without ``version``: the script adds it) — the bytes
+    ``orjson.dumps`` gives for :func:`models.heatmap.assemble_heatmap_view` plus the header fields, built
+    from cached parts: the layout's axes and each unchanged tile's encoded cell."""
     board = load_board(r, underlying, epoch, layout)
     spot = r.hget(keys.spot(underlying), "price")
-    body = assemble_heatmap_view(board.cells, spot=float(spot) if spot else None, **_axes(layout))
-    return {"model": "heatmap", "underlying": underlying.upper(), "epoch": epoch, "as_of_ms": now_ms, **body}
+    head = orjson.dumps({"model": "heatmap", "underlying": underlying.upper(), "epoch": epoch, "as_of_ms": now_ms,
+                         "spot": float(spot) if spot else None})  # fmt: skip
+    return b"".join((head[:-1], b",", layout.axes_json[1:-1], b',"tiles":', board.tiles_json(), b"}"))
 
 
 def run_heatmap(r: Redis, underlying: str, *, now_ms: int | None = None) -> list[TileRun]:
@@ -210,7 +307,7 @@ def run_heatmap(r: Redis, underlying: str, *, now_ms: int | None = None) -> list
             continue
         load_board(r, u, epoch, layout)
         dirty, recomputed, read = recompute_tiles(r, u, epoch, layout)
-        view = heatmap_view(r, u, epoch, layout, now_ms=now_ms or time.time_ns() // 1_000_000)
-        publication = publish_view(r, "heatmap", u, epoch, view)
+        view = heatmap_view_json(r, u, epoch, layout, now_ms=now_ms or time.time_ns() // 1_000_000)
+        publication = publish_encoded_view(r, "heatmap", u, epoch, view)
         runs.append(TileRun(epoch, dirty, recomputed, read, publication))
     return runs

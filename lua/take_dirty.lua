@@ -9,7 +9,9 @@
 -- KEYS[2]  epoch:{U}:<E>:heatmap:dirty_processing   SET
 -- Returns  the contract ids to recompute (every member of the processing set)
 
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('RENAME', KEYS[1], KEYS[2])  -- the usual case: O(1), and the TTL (if any) moves with it
+elseif redis.call('EXISTS', KEYS[1]) == 1 then
   local ttl = redis.call('PTTL', KEYS[1])
   redis.call('SUNIONSTORE', KEYS[2], KEYS[2], KEYS[1])
   redis.call('DEL', KEYS[1])

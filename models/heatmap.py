@@ -229,6 +229,26 @@ def tile_cells(
     return cells
 
 
+def counter_cells(
+    flat: Sequence[int], cell_axes: Mapping[int, tuple[str, float]]
+) -> dict[int, dict[str, Any] | None]:  # fmt: skip
+    """:func:`tile_cells` for tiles given flat — ``tile, net_flow, buy, sell, volume, trades, call_flow,
+    put_flow`` (micro-dollars) repeated, as ``lua/recompute_tiles.lua`` returns them — with each tile's
+    ``(expiry, lower-edge strike)`` looked up in ``cell_axes``: the heatmap's per-run hot path."""
+    cells: dict[int, dict[str, Any] | None] = {}
+    for i in range(0, len(flat), 8):
+        index, flow, buy, sell, volume, trades, call, put = flat[i : i + 8]
+        if not (flow or buy or sell or volume or trades or call or put) or index not in cell_axes:
+            cells[index] = None
+            continue
+        expiry, bucket = cell_axes[index]
+        cells[index] = {"expiry": expiry, "bucket": bucket, "net_flow": flow / MICRO_PER_USD,
+                        "buy_premium": buy / MICRO_PER_USD, "sell_premium": sell / MICRO_PER_USD,
+                        "volume": volume, "trades": trades, "call_flow": call / MICRO_PER_USD,
+                        "put_flow": put / MICRO_PER_USD}  # fmt: skip
+    return cells
+
+
 def assemble_heatmap_view(
     cells: Mapping[int, dict[str, Any] | None], *, expiries: list[str], bucket_first: int, bucket_count: int,
     bucket_width: float, spot: float | None,

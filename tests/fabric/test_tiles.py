@@ -13,7 +13,7 @@ from chain.decompose import decompose
 from chain.store import write_decomposition
 from fabric import keys, tiles
 from fabric.epochs import promote_epoch
-from models.heatmap import COUNTERS, aggregate_tiles, apply_trade, unpack_tile
+from models.heatmap import COUNTERS, aggregate_tiles, apply_trade, build_heatmap_view, unpack_tile
 from tests.support.chains import chain_rows
 
 NOW = 1_800_000_000_000
@@ -132,3 +132,76 @@ def test_a_run_racing_a_retirement_leaves_no_key_without_ttl(r: redis.Redis) -> 
     assert tiles.recompute_tiles(r, "SPY", epoch, layout)[0] == 1
     assert r.exists(keys.heatmap_tiles("SPY", epoch)) and r.exists(keys.heatmap_tiles_version("SPY", epoch))
     assert all(0 < r.ttl(key) <= 300 for key in r.keys(f"*{epoch}*"))
+
+
+counter_text = st.one_of(
+    st.integers(-(10**12), 10**12).map(str),
+    st.integers(0, 10**6).map(str),
+    st.sampled_from(["", "abc", "1.5", "-0"]),
+    st.none(),
+)  # fmt: skip
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(st.integers(0, 23), st.lists(counter_text, min_size=5, max_size=5), st.booleans()),
+                     min_size=1, max_size=30))  # fmt: skip
+def test_the_lua_sums_are_the_python_sums_whatever_the_hashes_hold(r: redis.Redis, rows: list[tuple]) -> None:
+    """recompute_tiles.lua against the reference ``aggregate_tiles``: any counters (also non-integers, which
+    skip the contract, and absent ones, which count 0), and contract hashes that no longer exist."""
+    epoch, cids = make_epoch(r)
+    gone: set[int] = set()
+    for index, values, deleted in rows:
+        if index in gone:  # writers only ever touch existing hashes (ingest checks the multiplier)
+            continue
+        key = keys.contract("SPY", epoch, "heatmap", cids[index])
+        r.hdel(key, *COUNTERS)
+        present = {name: v for name, v in zip(COUNTERS, values, strict=True) if v is not None}
+        if present:
+            r.hset(key, mapping=present)
+        if deleted:
+            r.delete(key)
+            gone.add(index)
+        r.sadd(keys.dirty_contracts("SPY", epoch), cids[index])
+    tiles.run_heatmap(r, "SPY")
+    assert stored(r, epoch) == from_scratch(r, epoch, cids)
+
+
+def test_a_tile_beyond_exact_doubles_is_summed_with_python_integers(r: redis.Redis) -> None:
+    epoch, cids = make_epoch(r)
+    huge = 2**53 + 1  # a double cannot hold it: Lua would round it
+    call_100 = "O:SPY:2030-02-15:100.5:C"
+    r.hset(keys.contract("SPY", epoch, "heatmap", call_100),
+           mapping={"flow_micro": huge, "buy_micro": huge, "volume": 1, "trades": 1})  # fmt: skip
+    r.sadd(keys.dirty_contracts("SPY", epoch), call_100)
+    (result,) = tiles.run_heatmap(r, "SPY")
+    assert result.dirty == 1 and result.publication is not None and result.publication.published
+    assert stored(r, epoch) == from_scratch(r, epoch, cids)
+    assert huge in next(iter(stored(r, epoch).values()))
+    assert not r.exists(keys.dirty_processing("SPY", epoch))
+
+
+def test_the_published_bytes_are_the_view_built_from_the_stored_tiles(r: redis.Redis) -> None:
+    """The view is assembled from cached parts (axes, each unchanged cell's JSON); it must be exactly what
+    ``orjson.dumps`` gives for the pure ``build_heatmap_view`` of the tiles in Redis, run after run."""
+    epoch, cids = make_epoch(r)
+    r.hset(keys.spot("SPY"), mapping={"price": "100.25"})
+    layout = tiles.read_layout(r, "SPY", epoch)
+    assert layout is not None
+    q = 0
+    for round_ in range(4):
+        for cid in cids[round_::3]:
+            q += 1
+            trade(r, epoch, cid, ["1.10", "0.95", "1.00", "1.20"][round_], round_ + 1, q)
+        if round_ == 2:  # a tile whose flow cancels out becomes empty again and leaves the view
+            key = keys.contract("SPY", epoch, "heatmap", cids[0])
+            r.hset(key, mapping=dict.fromkeys(COUNTERS, 0))
+            r.sadd(keys.dirty_contracts("SPY", epoch), cids[0])
+        (result,) = tiles.run_heatmap(r, "SPY", now_ms=NOW + round_)
+        tiles_now = {int(k): unpack_tile(v) for k, v in r.hgetall(keys.heatmap_tiles("SPY", epoch)).items()}
+        expected = {"model": "heatmap", "underlying": "SPY", "epoch": epoch, "as_of_ms": NOW + round_,
+                    **build_heatmap_view(tiles_now, expiries=layout.expiries, bucket_first=layout.bucket_first,
+                                         bucket_count=layout.bucket_count, bucket_width=layout.bucket_width,
+                                         spot=100.25)}  # fmt: skip
+        version = result.publication.version if result.publication else 0
+        raw = r.get(keys.model_view("heatmap", "SPY"))
+        assert raw == f'{{"version":{version},' + orjson.dumps(expected).decode()[1:]

@@ -18,9 +18,8 @@ from redis import Redis
 from fabric import keys
 from fabric.bulk import execute_pipeline
 from fabric.publish import Publication, publish_view
-from models.gex import GexChain, compute_gex
+from models.gex import ROW_FIELDS, GexChain, compute_gex
 
-GEX_FIELDS = ("strike", "expiry", "expiry_ts", "cp", "oi", "iv", "multiplier", "gamma")
 _cache: dict[tuple[str, str], tuple[str, GexChain]] = {}
 
 
@@ -43,13 +42,9 @@ def read_chain(r: Redis, underlying: str, epoch: str) -> tuple[GexChain, bool]:
         return hit[1], True
     cids = sorted(r.smembers(keys.epoch_universe(underlying, epoch)))
     prefix = keys.contract_prefix(underlying, epoch, "gex")
-    replies = execute_pipeline(r, (("HMGET", prefix + cid, *GEX_FIELDS) for cid in cids))
-    rows = [
-        {name: value for name, value in zip(GEX_FIELDS, values, strict=True) if value is not None}
-        for values in replies
-        if isinstance(values, list) and values[0] is not None
-    ]
-    chain = GexChain.from_rows(rows)
+    replies = execute_pipeline(r, (("HMGET", prefix + cid, *ROW_FIELDS) for cid in cids))
+    rows = [values for values in replies if isinstance(values, list) and values[0] is not None]
+    chain = GexChain.from_columns(list(zip(*rows, strict=True)) if rows else [[] for _ in ROW_FIELDS])
     _cache[(underlying, epoch)] = (refreshed, chain)
     return chain, False
 

@@ -28,7 +28,7 @@ Conventions (``/work/shared/GEX_REFERENCE.md``):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -103,15 +103,59 @@ class GexChain:
         ``rows_skipped``. A missing, negative or non-finite OI / IV / gamma becomes NaN (IV must be > 0).
         The contracts are put in a canonical order, so the result does not depend on the row order.
         """
-        chain = _parse_each_row(list(rows))
-        # Canonical order (NaN sorts last, identical rows are interchangeable): row order cannot matter.
-        order = np.lexsort((chain.snapshot_gamma, chain.iv, chain.multiplier, chain.oi, chain.expiry, chain.is_call,
-                            chain.settle_ms, chain.strike))  # fmt: skip
-        return cls(
-            strike=chain.strike[order], settle_ms=chain.settle_ms[order], is_call=chain.is_call[order],
-            oi=chain.oi[order], iv=chain.iv[order], multiplier=chain.multiplier[order],
-            snapshot_gamma=chain.snapshot_gamma[order], expiry=chain.expiry[order], rows_skipped=chain.rows_skipped,
+        return _canonical(_parse_each_row(list(rows)))
+
+    @classmethod
+    def from_columns(cls, columns: Sequence[Sequence[str | None]]) -> GexChain:
+        """:meth:`from_rows` for the same hashes given column-wise — ``columns[i]`` holds field
+        :data:`ROW_FIELDS` ``[i]`` of every row (None or "" = missing) — the same result, vectorised: the
+        GEX worker's cold read of a 20,000-contract chain. Text that is not a plain number falls back to
+        the row-by-row parser, so the result never differs."""
+        strike, expiry, expiry_ts, cp, oi, iv, multiplier, gamma = columns
+        try:
+            strike_v, oi_v, iv_v, multiplier_v, gamma_v = (
+                np.array([float(x) if x else math.nan for x in column], dtype=np.float64)
+                for column in (strike, oi, iv, multiplier, gamma)
+            )
+            settle_ms = np.array([int(x) if x else -1 for x in expiry_ts], dtype=np.int64)
+        except (ValueError, OverflowError):
+            rows = [dict(zip(ROW_FIELDS, values, strict=True)) for values in zip(*columns, strict=True)]
+            return cls.from_rows([{k: v for k, v in row.items() if v is not None} for row in rows])
+        strike_v, multiplier_v = _valid(strike_v, positive=True), _valid(multiplier_v, positive=True)
+        cp_v = np.array([x or "" for x in cp], dtype=np.str_)
+        expiry_v = np.array([x or "" for x in expiry], dtype=np.str_)
+        settle_known = np.array([bool(x) for x in expiry_ts], dtype=bool)
+        keep = (~np.isnan(strike_v) & ~np.isnan(multiplier_v) & settle_known & ((cp_v == "C") | (cp_v == "P"))
+                & (expiry_v != ""))  # fmt: skip
+        chain = cls(
+            strike=strike_v[keep], settle_ms=settle_ms[keep], is_call=(cp_v == "C")[keep], oi=_valid(oi_v)[keep],
+            iv=_valid(iv_v, positive=True)[keep], multiplier=multiplier_v[keep], snapshot_gamma=_valid(gamma_v)[keep],
+            expiry=expiry_v[keep], rows_skipped=int((~keep).sum()),
         )  # fmt: skip
+        return _canonical(chain)
+
+
+#: The hash fields :meth:`GexChain.from_columns` takes, in its column order.
+ROW_FIELDS = ("strike", "expiry", "expiry_ts", "cp", "oi", "iv", "multiplier", "gamma")
+
+
+def _valid(values: FloatArray, *, positive: bool = False) -> FloatArray:
+    """``values`` with every non-finite, negative (or, if ``positive``, zero) entry NaN — :func:`_number`."""
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(values) & ((values > 0) if positive else (values >= 0))
+    return np.where(ok, values, math.nan)
+
+
+def _canonical(chain: GexChain) -> GexChain:
+    """``chain`` in a canonical order (NaN sorts last, identical rows are interchangeable): the order of the
+    rows it was parsed from cannot matter."""
+    order = np.lexsort((chain.snapshot_gamma, chain.iv, chain.multiplier, chain.oi, chain.expiry, chain.is_call,
+                        chain.settle_ms, chain.strike))  # fmt: skip
+    return GexChain(
+        strike=chain.strike[order], settle_ms=chain.settle_ms[order], is_call=chain.is_call[order],
+        oi=chain.oi[order], iv=chain.iv[order], multiplier=chain.multiplier[order],
+        snapshot_gamma=chain.snapshot_gamma[order], expiry=chain.expiry[order], rows_skipped=chain.rows_skipped,
+    )  # fmt: skip
 
 
 def _parse_each_row(rows: list[Mapping[str, str]]) -> GexChain:

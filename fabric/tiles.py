@@ -284,30 +284,59 @@ def _evalsha(r: Redis, name: str, call_keys: list[str], args: list[Any]) -> Any:
     raise AssertionError("unreachable")
 
 
-def heatmap_view_json(r: Redis, underlying: str, epoch: str, layout: EpochLayout, *, now_ms: int) -> bytes:
+def heatmap_view_json(board: TileBoard, layout: EpochLayout, underlying: str, epoch: str, *, spot: float | None,
+                      now_ms: int) -> bytes:  # fmt: skip
     """The complete view of the epoch as JSON (without ``version``: the script adds it) — the bytes
     ``orjson.dumps`` gives for :func:`models.heatmap.assemble_heatmap_view` plus the header fields, built
     from cached parts: the layout's axes and each unchanged tile's encoded cell."""
-    board = load_board(r, underlying, epoch, layout)
-    spot = r.hget(keys.spot(underlying), "price")
     head = orjson.dumps({"model": "heatmap", "underlying": underlying.upper(), "epoch": epoch, "as_of_ms": now_ms,
-                         "spot": float(spot) if spot else None})  # fmt: skip
+                         "spot": spot})  # fmt: skip
     return b"".join((head[:-1], b",", layout.axes_json[1:-1], b',"tiles":', board.tiles_json(), b"}"))
 
 
+#: An unchanged view is not published again until this much view-clock time has passed: dashboards are not
+#: sent a megabyte of SPX heatmap 4 times a second for nothing, and the view's ``as_of_ms`` stays well within
+#: the health check's staleness limit (30 s by default). Unchanged = same tiles version, same spot, and the
+#: model's published version still the one this worker wrote (so a flushed or restored Redis, or another
+#: writer, always gets a fresh publication).
+REPUBLISH_UNCHANGED_MS = 5_000
+_published: dict[tuple[str, str], tuple[tuple[int, str | None, str | None], int]] = {}
+
+
 def run_heatmap(r: Redis, underlying: str, *, now_ms: int | None = None) -> list[TileRun]:
-    """Recompute and publish (or prepare) the heatmap of every live epoch of ``underlying``."""
+    """Recompute and publish (or prepare) the heatmap of every live epoch of ``underlying``.
+
+    An epoch whose tiles and spot did not change since this worker last published it is skipped (its run's
+    ``publication`` is None) until :data:`REPUBLISH_UNCHANGED_MS` has passed on the view clock (``now_ms``).
+    """
     u = underlying.upper()
     runs = []
     live = r.zrange(keys.live_epochs(u), 0, -1)
     forget_layouts(u, live)
+    for key in [k for k in _published if k[0] == u and k[1] not in live]:
+        del _published[key]
     for epoch in live:
         layout = read_layout(r, u, epoch)
         if layout is None:
             continue
         load_board(r, u, epoch, layout)
         dirty, recomputed, read = recompute_tiles(r, u, epoch, layout)
-        view = heatmap_view_json(r, u, epoch, layout, now_ms=now_ms or time.time_ns() // 1_000_000)
+        board = load_board(r, u, epoch, layout)
+        pipe = r.pipeline(transaction=False)
+        pipe.hget(keys.spot(u), "price")
+        pipe.get(keys.model_version("heatmap", u))
+        spot, model_version = pipe.execute()
+        clock_ms = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+        fingerprint = (board.version, spot, model_version)
+        last = _published.get((u, epoch))
+        if last is not None and last[0] == fingerprint and 0 <= clock_ms - last[1] < REPUBLISH_UNCHANGED_MS:
+            runs.append(TileRun(epoch, dirty, recomputed, read, None))
+            continue
+        view = heatmap_view_json(board, layout, u, epoch, spot=float(spot) if spot else None, now_ms=clock_ms)
         publication = publish_encoded_view(r, "heatmap", u, epoch, view)
+        if publication.published:
+            _published[(u, epoch)] = ((board.version, spot, str(publication.version)), clock_ms)
+        elif publication.status == "prepared":
+            _published[(u, epoch)] = (fingerprint, clock_ms)
         runs.append(TileRun(epoch, dirty, recomputed, read, publication))
     return runs

@@ -94,7 +94,7 @@ def test_tiles_always_equal_a_from_scratch_recomputation(r: redis.Redis, ops: li
             _touched, members = tiles.contracts_of_tiles(dirty, layout)
             tiles.aggregate_tile_values(tiles.read_contract_values(r, "SPY", epoch, members))
     (result,) = tiles.run_heatmap(r, "SPY")
-    assert result.publication is not None and result.publication.published
+    assert result.publication is None or result.publication.published  # None: unchanged since the last one
     assert stored(r, epoch) == from_scratch(r, epoch, cids)
     assert not r.exists(keys.dirty_contracts("SPY", epoch)) and not r.exists(keys.dirty_processing("SPY", epoch))
     view = orjson.loads(r.get(keys.model_view("heatmap", "SPY")))
@@ -205,3 +205,26 @@ def test_the_published_bytes_are_the_view_built_from_the_stored_tiles(r: redis.R
         version = result.publication.version if result.publication else 0
         raw = r.get(keys.model_view("heatmap", "SPY"))
         assert raw == f'{{"version":{version},' + orjson.dumps(expected).decode()[1:]
+
+
+def test_an_unchanged_view_is_republished_only_as_a_heartbeat(r: redis.Redis) -> None:
+    epoch, cids = make_epoch(r)
+    r.hset(keys.spot("SPY"), mapping={"price": "100.25"})
+
+    def run(at_ms: int) -> int | None:
+        (result,) = tiles.run_heatmap(r, "SPY", now_ms=at_ms)
+        return result.publication.version if result.publication else None
+
+    assert run(NOW) == 1
+    assert run(NOW + 100) is None  # nothing changed: nothing sent to the dashboards
+    trade(r, epoch, cids[0], "1.10", 1, 1)
+    assert run(NOW + 200) == 2  # a tile changed
+    r.hset(keys.spot("SPY"), mapping={"price": "100.5"})
+    assert run(NOW + 300) == 3  # spot moved
+    assert run(NOW + 300 + tiles.REPUBLISH_UNCHANGED_MS - 1) is None
+    assert run(NOW + 300 + tiles.REPUBLISH_UNCHANGED_MS) == 4  # the heartbeat keeps as_of_ms fresh
+    assert (
+        orjson.loads(r.get(keys.model_view("heatmap", "SPY")))["as_of_ms"] == NOW + 300 + tiles.REPUBLISH_UNCHANGED_MS
+    )
+    r.set(keys.model_version("heatmap", "SPY"), 40)  # another writer published (or Redis was restored)
+    assert run(NOW + 5400) == 41

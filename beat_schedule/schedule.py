@@ -29,7 +29,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from fabric import keys
-from fabric.redis_client import redis_from_settings
+from fabric.redis_client import redis_from_settings, redis_from_url
 from fabric.settings import mask_url
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class ChainSchedule(schedule):
             if self.redis_url is None:
                 self._redis = redis_from_settings(**options)
             else:
-                self._redis = Redis.from_url(self.redis_url, **options)
+                self._redis = redis_from_url(self.redis_url, **options)
         return self._redis
 
     def _warn_fallback(self, exc: Exception) -> None:

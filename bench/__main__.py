@@ -13,6 +13,7 @@ BENCHES = {
     "models_recompute": "bench.models_recompute",
     "ingest_throughput": "bench.ingest_throughput",
     "sse_fanout": "bench.sse_fanout",
+    "scale": "bench.scale",
 }
 
 

@@ -7,16 +7,41 @@ periodic recomputes (a lost run is replaced by the next one), time limits enforc
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl, urlsplit
+
 from kombu import Queue
+from kombu.utils.url import parse_ssl_cert_reqs
 
 from beat_schedule import build_beat_schedule
 from fabric.settings import get_settings
+
+
+def _broker_use_ssl(url: str) -> dict[str, object] | None:
+    """``broker_use_ssl`` of a ``rediss://`` broker URL (None for any other), from its ``ssl_*`` parameters.
+
+    kombu reads the URL's ``ssl_*`` parameters itself, but Flower's broker view reads only ``broker_use_ssl``,
+    and kombu alone falls back to CERT_NONE for a ``rediss://`` URL without them. Here the server's
+    certificate is verified (``ssl_cert_reqs=required``) unless the URL says otherwise, as redis-py does.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "rediss":
+        return None
+    query = dict(parse_qsl(parts.query))
+    reqs = query.get("ssl_cert_reqs", "required")
+    try:
+        options: dict[str, object] = {"ssl_cert_reqs": parse_ssl_cert_reqs(reqs)}
+    except KeyError:
+        raise ValueError(f"ssl_cert_reqs={reqs!r} in the broker URL: use required, optional or none") from None
+    options.update({k: v for k, v in query.items() if k in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")})
+    return options
+
 
 _settings = get_settings()
 
 broker_url = _settings.celery_broker_url
 broker_connection_retry_on_startup = True
 broker_transport_options = {"visibility_timeout": 3600}
+broker_use_ssl = _broker_use_ssl(broker_url)
 
 task_ignore_result = True
 result_backend = None

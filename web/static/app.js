@@ -1,4 +1,7 @@
 // mmaker dashboard: live heatmap and GEX views over SSE, header numbers from /healthz. No build step.
+// When the server requires a token (MMAKER_WEB_TOKEN) the dashboard asks for it once per tab, keeps it in
+// sessionStorage and sends it only in the Authorization header (never in a URL). Streams are read with
+// fetch() — EventSource cannot send headers — and reconnect like EventSource, with Last-Event-ID.
 "use strict";
 
 const MODELS = ["heatmap", "gex"];
@@ -317,12 +320,145 @@ async function pollHealth() {
   }
 }
 
+// ---------- access token ----------
+const TOKEN_KEY = "mmaker.token";
+let tokenWaiters = [];
+
+function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
+
+function authHeaders(extra) {
+  const headers = Object.assign({}, extra || {});
+  const t = token();
+  if (t) headers.Authorization = "Bearer " + t;
+  return headers;
+}
+
+// A request sent with token `used` got 401: show the token form (the refused token is forgotten) and resolve
+// once a token was entered. When another token was entered since that request, resolve at once (try it).
+function askForToken(used) {
+  if (token() !== used) return Promise.resolve();
+  const form = $("token-form");
+  if (form.hidden) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    $("token-error").textContent = used ? "that token was refused" : "this server needs an access token";
+    form.hidden = false;
+    $("token-input").focus();
+  }
+  setStreamStatus();
+  return new Promise((resolve) => tokenWaiters.push(resolve));
+}
+
+function submitToken(ev) {
+  ev.preventDefault();
+  const input = $("token-input"), value = input.value.trim();
+  if (!value) return;
+  sessionStorage.setItem(TOKEN_KEY, value);
+  input.value = "";
+  $("token-form").hidden = true;
+  const waiters = tokenWaiters;
+  tokenWaiters = [];
+  waiters.forEach((resolve) => resolve());
+}
+
+// GET with the token; a 401 asks for the token and tries again.
+async function apiGet(path) {
+  for (;;) {
+    const used = token();
+    const resp = await fetch(path, { cache: "no-store", headers: authHeaders() });
+    if (resp.status !== 401) return resp;
+    await askForToken(used);
+  }
+}
+
 // ---------- streams ----------
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// An EventSource that sends headers: fetch() + a ReadableStream parsed as text/event-stream. Reconnects after
+// `retryMs` (the server may change it with "retry:"), sending the last event id as Last-Event-ID.
+class SseStream {
+  constructor(url, onEvent, onState) {
+    this.url = url;
+    this.onEvent = onEvent;
+    this.onState = onState;
+    this.lastEventId = "";
+    this.retryMs = 1000;
+    this.state = "connecting";
+    this.closed = false;
+    this.controller = null;
+    this.run();
+  }
+
+  setState(value) { this.state = value; this.onState(); }
+
+  async run() {
+    while (!this.closed) {
+      this.controller = new AbortController();
+      const used = token();
+      const headers = authHeaders({ Accept: "text/event-stream" });
+      if (this.lastEventId) headers["Last-Event-ID"] = this.lastEventId;
+      let resp = null;
+      try {
+        resp = await fetch(this.url, { headers, cache: "no-store", signal: this.controller.signal });
+      } catch (e) { /* network error: retry below */ }
+      if (this.closed) return;
+      if (resp && resp.status === 401) {
+        this.setState("unauthorized");
+        await askForToken(used);
+        continue;
+      }
+      if (resp && resp.ok && resp.body) {
+        this.setState("open");
+        try { await this.read(resp.body.getReader()); } catch (e) { /* dropped */ }
+      }
+      if (this.closed) return;
+      this.setState("connecting");
+      await sleep(this.retryMs);
+    }
+  }
+
+  async read(reader) {
+    const decoder = new TextDecoder();
+    let buf = "", data = [], type = "", id = this.lastEventId;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done || this.closed) return;
+      buf += decoder.decode(value, { stream: true });
+      for (;;) {
+        const m = /\r\n|\r|\n/.exec(buf);
+        if (m === null || (m[0] === "\r" && m.index === buf.length - 1)) break; // "\r" may be half of "\r\n"
+        const line = buf.slice(0, m.index);
+        buf = buf.slice(m.index + m[0].length);
+        if (line === "") { // dispatch
+          this.lastEventId = id;
+          if (data.length) this.onEvent(type || "message", data.join("\n"), id);
+          data = []; type = "";
+          continue;
+        }
+        if (line[0] === ":") continue; // comment (keepalive)
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let val = colon < 0 ? "" : line.slice(colon + 1);
+        if (val[0] === " ") val = val.slice(1);
+        if (field === "data") data.push(val);
+        else if (field === "event") type = val;
+        else if (field === "id" && !val.includes("\0")) id = val;
+        else if (field === "retry" && /^\d+$/.test(val)) this.retryMs = Number(val);
+      }
+    }
+  }
+
+  close() {
+    this.closed = true;
+    if (this.controller) this.controller.abort();
+  }
+}
+
 function setStreamStatus() {
-  const open = MODELS.filter((m) => state.sources[m] && state.sources[m].readyState === EventSource.OPEN).length;
+  const open = MODELS.filter((m) => state.sources[m] && state.sources[m].state === "open").length;
   const el = $("hdr-stream");
-  el.textContent = open === MODELS.length ? "live" : open ? "partial" : "reconnecting";
-  el.className = "v " + (open === MODELS.length ? "good" : "bad");
+  const needToken = !$("token-form").hidden;
+  el.textContent = needToken ? "token needed" : open === MODELS.length ? "live" : open ? "partial" : "reconnecting";
+  el.className = "v " + (open === MODELS.length && !needToken ? "good" : "bad");
 }
 
 function openStreams(underlying) {
@@ -330,25 +466,23 @@ function openStreams(underlying) {
   state.views = {};
   state.underlying = underlying;
   for (const m of MODELS) {
-    const es = new EventSource(`/stream/${m}/${encodeURIComponent(underlying)}`);
-    es.addEventListener("model", (ev) => {
-      if (state.underlying !== underlying) return;
-      const view = JSON.parse(ev.data);
+    const onEvent = (type, data) => {
+      if (type !== "model" || state.underlying !== underlying) return;
+      const view = JSON.parse(data);
       state.views[m] = view;
       (m === "heatmap" ? renderHeatmap : renderGex)(view);
       renderHeaderFromViews();
-    });
-    es.onopen = setStreamStatus;
-    es.onerror = setStreamStatus;
-    state.sources[m] = es;
+    };
+    state.sources[m] = new SseStream(`/stream/${m}/${encodeURIComponent(underlying)}`, onEvent, setStreamStatus);
   }
   setStreamStatus();
 }
 
 async function init() {
+  $("token-form").addEventListener("submit", submitToken);
   let underlyings = [];
   try {
-    const resp = await fetch("/api/models", { cache: "no-store" });
+    const resp = await apiGet("/api/models");
     if (resp.ok) underlyings = (await resp.json()).underlyings || [];
   } catch (e) { /* fall back below */ }
   if (!underlyings.length) underlyings = ["SPY"];

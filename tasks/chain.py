@@ -14,22 +14,18 @@ from celery import shared_task
 from chain.snapshot import run_snapshot
 from fabric import keys
 from fabric.settings import get_settings
+from tasks.models import renewed_lock
 from tasks.runtime import chain_fetcher, state_redis
 
 log = logging.getLogger(__name__)
-LOCK_TIMEOUT_S = 150  # longer than the task's hard time limit (120 s)
 
 
 @shared_task(name="tasks.chain.snapshot", ignore_result=True)
 def snapshot(underlying: str) -> dict[str, object]:
     """Fetch, decompose and apply one chain snapshot of ``underlying``; returns what it did."""
     u = underlying.upper()
-    r = state_redis()
-    lock = r.lock(keys.chain_lock(u), timeout=LOCK_TIMEOUT_S, blocking=False)
-    if not lock.acquire():
-        log.info("chain snapshot skipped underlying=%s (another snapshot holds the lock)", u)
-        return {"underlying": u, "status": "skipped"}
-    try:
-        return run_snapshot(r, get_settings(), u, fetcher=chain_fetcher()).as_dict()
-    finally:
-        lock.release()
+    with renewed_lock(keys.chain_lock(u)) as held:
+        if not held:
+            log.info("chain snapshot skipped underlying=%s (another snapshot holds the lock)", u)
+            return {"underlying": u, "status": "skipped"}
+        return run_snapshot(state_redis(), get_settings(), u, fetcher=chain_fetcher()).as_dict()

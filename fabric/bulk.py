@@ -8,15 +8,22 @@ next chunk is still being built, and the replies are parsed by hiredis in one pa
 Atomicity is Redis's: commands are queued between MULTI and EXEC and run together; a command that
 cannot be queued aborts the whole transaction (EXECABORT), and a connection lost before EXEC discards
 it. Either every command of the batch is applied or none is.
+
+On a Redis Cluster (a ``RedisCluster`` client) the batch is sent to the node that owns the slot of the first
+command's key, on that node's own connection pool; every command of a batch names keys of one underlying
+(one ``{U}`` hash tag, one slot), and Redis refuses a batch that does not (CROSSSLOT). A slot that moved
+(MOVED/ASK) fails the batch as any refused command does (a refused transaction applies nothing) and
+refreshes the client's slot map, so the next run goes to the new owner. The single-Redis path is unchanged.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import hiredis
 from redis import Redis
+from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 Command = Sequence[str | bytes | int | float]
@@ -28,8 +35,10 @@ class TransactionError(ResponseError):
     """A bulk transaction that Redis refused or in which a command failed."""
 
 
-def execute_transaction(client: Redis, commands: Iterable[Command]) -> list[object]:
+def execute_transaction(client: Redis | RedisCluster, commands: Iterable[Command]) -> list[object]:
     """Run ``commands`` as one MULTI/EXEC transaction; returns EXEC's replies (raises on any error)."""
+    if isinstance(client, RedisCluster):
+        return _on_cluster(client, commands, execute_transaction)
     replies = _run(client, itertools.chain([("MULTI",)], commands, [("EXEC",)]), encoding=None)
     queued, result = replies[:-1], replies[-1]
     for reply in queued:
@@ -43,13 +52,58 @@ def execute_transaction(client: Redis, commands: Iterable[Command]) -> list[obje
     return result
 
 
-def execute_pipeline(client: Redis, commands: Iterable[Command]) -> list[object]:
+def execute_pipeline(client: Redis | RedisCluster, commands: Iterable[Command]) -> list[object]:
     """Run ``commands`` pipelined (no transaction) and return their replies in order, decoded as text.
 
     For chain-sized reads (tens of thousands of HMGETs): packed by hiredis, sent in chunks, parsed by
     hiredis. An error reply is returned in place (a ``hiredis.ReplyError``), not raised.
     """
+    if isinstance(client, RedisCluster):
+        return _on_cluster(client, commands, execute_pipeline)
     return _run(client, commands, encoding="utf-8")
+
+
+def _on_cluster(
+    cluster: RedisCluster,
+    commands: Iterable[Command],
+    execute: Callable[[Redis, Iterable[Command]], list[object]],
+) -> list[object]:
+    """Run ``execute`` on the client of the node owning the slot of the first command's key.
+
+    The commands still stream: only the first is looked at before sending.
+    """
+    stream: Iterator[Command] = iter(commands)
+    first = next(stream, None)
+    if first is None:
+        return []
+    node = cluster.get_redis_connection(cluster.get_node_from_key(first_key(first)))
+    try:
+        replies = execute(node, itertools.chain([first], stream))
+    except TransactionError as exc:
+        if _moved(str(exc)):
+            cluster.nodes_manager.initialize()
+        raise
+    if any(isinstance(reply, hiredis.ReplyError) and _moved(str(reply)) for reply in replies):
+        cluster.nodes_manager.initialize()
+    return replies
+
+
+def first_key(command: Command) -> str | bytes | int | float:
+    """The first key a command names: ``VERB key …``, or ``EVAL[SHA] script numkeys key …``."""
+    verb = command[0]
+    verb = verb.decode() if isinstance(verb, bytes) else str(verb)
+    if verb.upper() in ("EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"):
+        if int(command[2]) < 1:
+            raise ValueError(f"{verb} without keys has no slot to route by on a cluster")
+        return command[3]
+    if len(command) < 2:
+        raise ValueError(f"{verb} names no key to route by on a cluster")
+    return command[1]
+
+
+def _moved(message: str) -> bool:
+    """True for a redirection (the slot lives on another node now)."""
+    return "MOVED " in message or "ASK " in message
 
 
 def _run(client: Redis, commands: Iterable[Command], *, encoding: str | None) -> list[object]:

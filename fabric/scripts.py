@@ -1,7 +1,13 @@
-"""Lua scripts: one file each in ``lua/``, registered once per client (EVALSHA, reloaded on NOSCRIPT)."""
+"""Lua scripts: one file each in ``lua/``, registered once per client (EVALSHA, reloaded on NOSCRIPT).
+
+Every script is passed only keys of one underlying (one ``{U}`` hash tag), so on a Redis Cluster each call
+runs on the node owning that slot: redis-py's cluster client routes :func:`script` calls by their keys, and
+:func:`eval_many` groups its calls by owning node itself.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from functools import cache
 from pathlib import Path
@@ -9,8 +15,12 @@ from pathlib import Path
 import hiredis
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.connection import Connection
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError
+from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 
@@ -27,7 +37,7 @@ def script_source(name: str) -> str:
 _registered: dict[tuple[int, str], Script] = {}
 
 
-def script(client: Redis, name: str) -> Script:
+def script(client: Redis | RedisCluster, name: str) -> Script:
     """The registered :class:`Script` ``name`` for ``client`` (registered on first use, then cached)."""
     key = (id(client), name)
     found = _registered.get(key)
@@ -43,14 +53,22 @@ def script_sha(name: str) -> str:
     return hashlib.sha1(script_source(name).encode()).hexdigest()
 
 
-async def eval_many(client: AsyncRedis, name: str, calls: list[tuple[list[str], list[str | int | float]]]) -> list:
+Calls = list[tuple[list[str], list[str | int | float]]]
+
+
+async def eval_many(client: AsyncRedis | AsyncRedisCluster, name: str, calls: Calls) -> list:
     """Run script ``name`` once per ``(keys, args)`` in ``calls``, pipelined on one connection.
 
     The hot path of ingest: every call is packed by hiredis (redis-py's generic packer walks each argument
     in Python) and all are sent in one write, then the replies are read in order. On NOSCRIPT (a restarted
     or flushed Redis) the script is loaded and the whole list is sent again — callers' scripts must be
     idempotent (ingest's are: sequence numbers drop anything already applied).
+
+    On a cluster the calls are grouped by the node owning their keys' slot and each group is pipelined on
+    a connection of its node (the groups concurrently); replies come back in the order of ``calls``.
     """
+    if isinstance(client, AsyncRedisCluster):
+        return await _eval_many_cluster(client, name, calls)
     sha = script_sha(name)
     for attempt in range(2):
         payload = b"".join(
@@ -72,4 +90,53 @@ async def eval_many(client: AsyncRedis, name: str, calls: list[tuple[list[str], 
         finally:
             await client.connection_pool.release(connection)
         return replies
+    raise AssertionError("unreachable")
+
+
+async def _eval_many_cluster(client: AsyncRedisCluster, name: str, calls: Calls) -> list:
+    """:func:`eval_many` on a cluster: one pipelined group per owning node, replies in ``calls`` order."""
+    await client.initialize()  # loads the slot map on first use; a no-op afterwards
+    groups: dict[ClusterNode, list[int]] = {}
+    for index, (call_keys, _args) in enumerate(calls):
+        if not call_keys:
+            raise ValueError(f"script {name!r} called without keys: no slot, no node on a cluster")
+        groups.setdefault(client.get_node_from_key(call_keys[0]), []).append(index)
+    try:
+        results = await asyncio.gather(
+            *(_eval_on_node(node, name, [calls[i] for i in indexes]) for node, indexes in groups.items())
+        )
+    except ResponseError as exc:
+        if isinstance(exc, MovedError | AskError) or str(exc).startswith(("MOVED ", "ASK ")):
+            await client.nodes_manager.initialize()  # a slot moved: the caller's retry goes to the new owner
+        raise
+    replies: list = [None] * len(calls)
+    for indexes, group_replies in zip(groups.values(), results, strict=True):
+        for index, reply in zip(indexes, group_replies, strict=True):
+            replies[index] = reply
+    return replies
+
+
+async def _eval_on_node(node: ClusterNode, name: str, calls: Calls) -> list:
+    """Pipeline ``calls`` on one connection of a cluster node (the script is loaded there on NOSCRIPT)."""
+    sha = script_sha(name)
+    payload = b"".join(
+        hiredis.pack_command(("EVALSHA", sha, len(call_keys), *call_keys, *args)) for call_keys, args in calls
+    )
+    for attempt in range(2):
+        connection: Connection = node.acquire_connection()
+        try:
+            if attempt:  # the node answered NOSCRIPT (restarted or flushed): load the script first
+                await connection.send_command("SCRIPT", "LOAD", script_source(name))
+                await connection.read_response()
+            await connection.send_packed_command([payload], check_health=False)
+            return [await connection.read_response() for _ in calls]
+        except NoScriptError:
+            await connection.disconnect()
+            if attempt:
+                raise
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            node.release(connection)
     raise AssertionError("unreachable")

@@ -7,6 +7,7 @@ logged (``__repr__`` masks them) and are never passed as task arguments.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
@@ -35,8 +36,26 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+#: ``REDIS_URL`` schemes that select a Redis Cluster → the scheme of one of its nodes.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def is_cluster_url(url: str) -> bool:
+    """True when ``url`` names a Redis Cluster (``redis+cluster://`` or ``rediss+cluster://``)."""
+    return urlsplit(url).scheme.lower() in CLUSTER_SCHEMES
+
+
 def _default_broker_url(redis_url: str) -> str:
-    """The state store's Redis with another database number (db 1, or db+1)."""
+    """The state store's Redis with another database number (db 1, or db+1).
+
+    A Redis Cluster has one database and Celery's Redis transport cannot use a cluster: the broker of a
+    cluster deployment is named explicitly (``CELERY_BROKER_URL``).
+    """
+    if is_cluster_url(redis_url):
+        raise ValueError(
+            "REDIS_URL is a Redis Cluster, which cannot be the Celery broker: set CELERY_BROKER_URL "
+            "(amqp://… for RabbitMQ, or redis://… of a standalone Redis)"
+        )
     parts = urlsplit(redis_url)
     path = parts.path.strip("/")
     db = int(path) if path.isdigit() else 0
@@ -109,6 +128,12 @@ class Settings:
     web_cors_origins: tuple[str, ...] = ()
     sse_ping_s: float = 15.0
     stale_view_s: float = 30.0
+    # record / replay
+    record_dir: str | None = None
+    record_rotate_mb: float = 64.0
+    record_max_mb: float = 1024.0
+    record_queue_mb: float = 64.0
+    clock_ms: int | None = None
 
     @property
     def uses_simulator(self) -> bool:
@@ -119,6 +144,11 @@ class Settings:
     def api_key(self) -> str:
         """The key sent to Massive; the simulator accepts any non-empty key."""
         return self.massive_api_key or "simulator"
+
+    def now_ms(self) -> int:
+        """The clock of snapshots, models and promotion, epoch ms: ``MMAKER_CLOCK_MS`` when fixed (replays
+        yield bit-identical views), else the wall clock."""
+        return self.clock_ms if self.clock_ms is not None else time.time_ns() // 1_000_000
 
     def bucket_width(self, underlying: str) -> float:
         """The heatmap strike-bucket width of ``underlying`` (points)."""
@@ -169,7 +199,7 @@ class Settings:
         widths.update(_widths(get("MMAKER_BUCKET_WIDTHS", "")))
         return cls(
             redis_url=redis_url,
-            celery_broker_url=get("CELERY_BROKER_URL", _default_broker_url(redis_url)),
+            celery_broker_url=env.get("CELERY_BROKER_URL", "").strip() or _default_broker_url(redis_url),
             massive_api_key=api_key,
             massive_rest_url=get("MASSIVE_REST_URL", rest_default).rstrip("/"),
             massive_ws_url=get("MASSIVE_WS_URL", ws_default).rstrip("/"),
@@ -213,6 +243,11 @@ class Settings:
             sse_ping_s=float(get("MMAKER_SSE_PING_S", "15")),
             web_workers=max(1, int(get("MMAKER_WEB_WORKERS", "1"))),
             stale_view_s=float(get("MMAKER_STALE_VIEW_S", "30")),
+            record_dir=get("MMAKER_RECORD_DIR", "") or None,
+            record_rotate_mb=float(get("MMAKER_RECORD_ROTATE_MB", "64")),
+            record_max_mb=float(get("MMAKER_RECORD_MAX_MB", "1024")),
+            record_queue_mb=float(get("MMAKER_RECORD_QUEUE_MB", "64")),
+            clock_ms=int(get("MMAKER_CLOCK_MS", "")) if get("MMAKER_CLOCK_MS", "") else None,
         )
 
 

@@ -16,10 +16,15 @@ else
 fi
 
 if ! "$PY" - <<'PY' 2>/dev/null
-import os, redis
-redis.Redis.from_url(os.environ["REDIS_URL"], socket_connect_timeout=1).ping()
+import os
+from fabric.redis_client import redis_from_url  # redis+cluster:// → the cluster client
+redis_from_url(os.environ["REDIS_URL"], socket_connect_timeout=1).ping()
 PY
 then
+  if [[ "$REDIS_URL" == *+cluster://* ]]; then
+    echo "Nothing answers at the Redis Cluster of REDIS_URL; start the cluster first (make run starts none)." >&2
+    exit 1
+  fi
   read -r host port < <("$PY" -c 'import os; from urllib.parse import urlsplit; u = urlsplit(os.environ["REDIS_URL"]); print(u.hostname or "127.0.0.1", u.port or 6379)')
   if [[ "$host" != "127.0.0.1" && "$host" != "localhost" ]]; then
     echo "Nothing answers at REDIS_URL (host $host); start Redis there or point REDIS_URL at a running server." >&2

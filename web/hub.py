@@ -42,11 +42,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 
 from fabric import keys
+from fabric.redis_client import async_redis_from_url, pubsub_for
 from web.events import LAST_CHUNK, PING_CHUNK, PING_EVENT, ViewFrame, frame_from_view
 
 log = logging.getLogger(__name__)
@@ -157,11 +157,11 @@ class ViewHub:
         self.ping_s = ping_s
         self.stats = HubStats()
         #: reads (views, health, API); fails fast so a dead Redis shows up in /healthz quickly
-        self.redis = aioredis.from_url(
+        self.redis = async_redis_from_url(
             redis_url, socket_connect_timeout=2, socket_timeout=5, retry=Retry(ExponentialBackoff(0.5, 0.05), 1)
         )
         # no silent retries on the subscription: a broken connection must reach our loop (re-read views)
-        self._pubsub_redis = aioredis.from_url(
+        self._pubsub_redis = async_redis_from_url(
             redis_url, socket_connect_timeout=2, socket_keepalive=True, retry=Retry(NoBackoff(), 0)
         )
         self._clients: dict[Key, set[ViewClient]] = {(m, u): set() for m in models for u in underlyings}
@@ -445,7 +445,7 @@ class ViewHub:
         backoff = BACKOFF_MIN_S
         loop = asyncio.get_running_loop()
         while True:
-            pubsub = self._pubsub_redis.pubsub()
+            pubsub = pubsub_for(self._pubsub_redis)  # on a Redis Cluster: a connection to one node
             try:
                 await pubsub.subscribe(keys.MODELS_CHANNEL)
                 last_rx = last_ping = loop.time()

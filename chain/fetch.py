@@ -32,6 +32,8 @@ RANGE_CUTS_DAYS = (2, 9, 35, 120, 400)
 MAX_PAGES_PER_RANGE = 2_000
 MAX_RETRY_AFTER_S = 10.0
 OK_STATUSES = ("OK", "DELAYED")
+#: ``record(asset, [(path + query, receive time ns, body)], started ns, finished ns)`` of a complete snapshot.
+SnapshotRecorder = Callable[[str, list[tuple[str, int, bytes]], int, int], None]
 
 
 class ChainFetchError(Exception):
@@ -124,6 +126,7 @@ class ChainFetcher:
         backoff_base_s: float = 0.2,
         sleep: Callable[[float], None] = time.sleep,
         session: requests.Session | None = None,
+        on_snapshot: SnapshotRecorder | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
@@ -136,14 +139,18 @@ class ChainFetcher:
         self._session = session or new_session(self.parallel_ranges + 2)
         self._retries = 0
         self._lock = threading.Lock()
+        self._on_snapshot = on_snapshot
+        self._pages: list[tuple[str, int, bytes]] = []
 
     def __repr__(self) -> str:
         return f"ChainFetcher({self.base_url!r}, parallel_ranges={self.parallel_ranges})"
 
     def fetch(self, underlying_asset: str, *, today: date) -> FetchedChain:
         """Every contract of ``underlying_asset`` (``SPY``, ``I:SPX``); raises :class:`ChainFetchError`."""
-        started_ms = time.time_ns() // 1_000_000
+        started_ns = time.time_ns()
+        started_ms = started_ns // 1_000_000
         self._retries = 0
+        self._pages = []
         ranges = expiry_ranges(today, self.parallel_ranges)
         cancel = threading.Event()
         with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="chain-range") as pool:
@@ -163,8 +170,11 @@ class ChainFetcher:
             raise error
         rows = [row for part, _ in results for row in part]
         pages = sum(n for _, n in results)
+        finished_ns = time.time_ns()
+        if self._on_snapshot is not None:  # MMAKER_RECORD_DIR: the complete snapshot, pages as received
+            self._on_snapshot(underlying_asset, self._pages, started_ns, finished_ns)
         return FetchedChain(
-            underlying_asset, rows, pages, len(ranges), self._retries, started_ms, time.time_ns() // 1_000_000
+            underlying_asset, rows, pages, len(ranges), self._retries, started_ms, finished_ns // 1_000_000
         )
 
     def _fetch_range(self, asset: str, rng: ExpiryRange, cancel: threading.Event) -> tuple[list[dict[str, Any]], int]:
@@ -249,6 +259,8 @@ class ChainFetcher:
             return PageFailure("invalid_json", "body is not a JSON object")
         if body.get("status") not in OK_STATUSES:
             return PageFailure("bad_envelope", f"status {body.get('status')!r}")
+        if self._on_snapshot is not None:
+            self._pages.append((url[len(self.base_url) :], time.time_ns(), response.content))
         return body
 
 

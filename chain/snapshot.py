@@ -23,6 +23,7 @@ from fabric.epochs import promote_ready_epochs
 from fabric.scripts import script
 from fabric.settings import Settings
 from fabric.topology import NEW_YORK
+from ingest.record import recorder_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ class SnapshotOutcome:
 
 
 def fetcher_from_settings(settings: Settings) -> ChainFetcher:
-    """The chain fetcher for the configured REST endpoint and key."""
+    """The chain fetcher for the configured REST endpoint and key (recording with ``MMAKER_RECORD_DIR``)."""
+    recorder = recorder_from_settings(settings)
     return ChainFetcher(
         settings.massive_rest_url,
         settings.api_key,
@@ -56,6 +58,7 @@ def fetcher_from_settings(settings: Settings) -> ChainFetcher:
         timeout_s=settings.chain_timeout_s,
         max_retries=settings.chain_max_retries,
         parallel_ranges=settings.chain_parallel_ranges,
+        on_snapshot=recorder.chain_snapshot if recorder is not None else None,
     )
 
 
@@ -71,7 +74,7 @@ def run_snapshot(
     u = underlying.upper()
     fetcher = fetcher or fetcher_from_settings(settings)
     bounds = CadenceBounds.from_settings(settings)
-    started_ms = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+    started_ms = now_ms if now_ms is not None else settings.now_ms()  # MMAKER_CLOCK_MS when fixed
     today = datetime.fromtimestamp(started_ms / 1000, NEW_YORK).date()
     try:
         fetched = fetcher.fetch(settings.massive_asset(u), today=today)
@@ -96,7 +99,7 @@ def run_snapshot(
         required=settings.epoch_required_components,
         max_warming_s=settings.epoch_max_warming_s,
         retire_ttl_s=settings.epoch_retire_ttl_s,
-        now_ms=time.time_ns() // 1_000_000 if now_ms is None else now_ms,
+        now_ms=settings.now_ms() if now_ms is None else now_ms,
     )
     if dec.rejected:
         pipe = r.pipeline(transaction=False)

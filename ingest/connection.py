@@ -29,6 +29,8 @@ from ingest.subscriptions import diff, messages
 log = logging.getLogger(__name__)
 
 FrameHandler = Callable[[str | bytes, int, "FeedConnection"], None]
+#: ``record(feed, connection name, raw frame, receive time ns)`` — must never block (see ingest/record.py).
+FrameRecorder = Callable[[str, str, str | bytes, int], None]
 RECONNECT_STATUSES = ("max_connections", "slow_consumer", "force_disconnect")
 HANDSHAKE_TIMEOUT_S = 10.0
 MAX_FRAME_BYTES = 64 * 1024 * 1024
@@ -75,6 +77,7 @@ class FeedConnection:
         self.counters: Counter[str] = Counter()
         self.connected_since_ms: int | None = None
         self.last_frame_ms: int | None = None
+        self.record: FrameRecorder | None = None  # set by the service when MMAKER_RECORD_DIR is set
 
     def __repr__(self) -> str:
         return f"FeedConnection({self.name!r}, {self.url!r})"
@@ -171,8 +174,11 @@ class FeedConnection:
                 raw = await ws.recv(decode=False)  # bytes as received: orjson reads them without a str copy
             except ConnectionClosedOK:
                 return
-            now_ms = time.time_ns() // 1_000_000
+            now_ns = time.time_ns()
+            now_ms = now_ns // 1_000_000
             self.last_frame_ms = now_ms
+            if self.record is not None:
+                self.record(self.feed, self.name, raw, now_ns)
             if b"status" in raw[:512]:
                 for status, message in _statuses(raw):
                     self._on_status(status, message)

@@ -8,7 +8,9 @@ import contextlib
 import logging
 import sys
 
+from fabric.recording import recording_files
 from sim.config import SimConfig, parse_clock, parse_fault
+from sim.replay import START_MODES, Player, parse_speed
 from sim.server import SimServer
 
 
@@ -26,6 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--page-delay-ms", type=int, default=0, help="delay every snapshot page")
     ap.add_argument("--fault", action="append", default=[], metavar="KIND[:COUNT[:AFTER_PAGES]]",
                     help="429|500|slow|break|invalid_json|repeat_cursor (repeatable)")
+    ap.add_argument("--replay", default=None, metavar="DIR",
+                    help="replay a recording (MMAKER_RECORD_DIR) instead of simulating a market")
+    ap.add_argument("--speed", default="1", type=parse_speed, help="replay pace: a factor of the recorded pace, or max")
+    ap.add_argument("--replay-start", default="auto", choices=START_MODES,
+                    help="auto: --replay-wait-s after the first options subscription; now; "
+                         "admin: on GET /admin/replay/start")
+    ap.add_argument("--replay-wait-s", type=float, default=3.0)
     ap.add_argument("--log-level", default="WARNING")
     return ap
 
@@ -46,9 +55,18 @@ def config_from_namespace(args: argparse.Namespace) -> SimConfig:
     )
 
 
-async def run(config: SimConfig) -> None:
+def player_from_namespace(args: argparse.Namespace) -> Player | None:
+    """The replay player of ``--replay`` (None: simulate a market)."""
+    if not args.replay:
+        return None
+    if not recording_files(args.replay):
+        raise SystemExit(f"python -m sim: no recording in {args.replay} (expected <feed>-<start>.jsonl.gz files)")
+    return Player(args.replay, speed=args.speed, start=args.replay_start, wait_s=args.replay_wait_s)
+
+
+async def run(config: SimConfig, player: Player | None = None) -> None:
     """Start the server, announce it on stdout and serve until cancelled."""
-    server = SimServer(config)
+    server = SimServer(config, player)
     await server.start()
     print(f"sim listening on http://{config.host}:{server.port}", flush=True)
     try:
@@ -62,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(config_from_namespace(args)))
+        asyncio.run(run(config_from_namespace(args), player_from_namespace(args)))
 
 
 if __name__ == "__main__":

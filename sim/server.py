@@ -1,4 +1,8 @@
-"""SimServer: REST snapshots, admin endpoints and WebSocket feeds on one port (``websockets``)."""
+"""SimServer: REST snapshots, admin endpoints and WebSocket feeds on one port (``websockets``).
+
+With a :class:`~sim.replay.Player` the server has no market: it replays a recording through the same
+endpoints (see :mod:`sim.replay`).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from sim import rest
 from sim.config import FaultSpec, SimConfig
 from sim.faults import INVALID_JSON_BODY, RATE_LIMIT_BODY, Faults
 from sim.market import Market
+from sim.replay import Player
 from sim.stream import FEEDS, Hub
 
 log = logging.getLogger("sim")
@@ -28,9 +33,10 @@ MAX_CATCH_UP_S = 1.0
 class SimServer:
     """The simulator: a :class:`~sim.market.Market` served over HTTP and WebSocket on one port."""
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, player: Player | None = None) -> None:
         self.config = config
         self.market: Market | None = None
+        self.player = player
         self.faults = Faults()
         self.hub = Hub(self.check_key)
         self.port: int = config.port
@@ -43,9 +49,12 @@ class SimServer:
     async def start(self) -> None:
         """Build the market, bind the port (``.port`` holds the real one) and start ticking."""
         cfg = self.config
-        self.market = await asyncio.to_thread(
-            Market, cfg.seed, cfg.start_instant(), cfg.underlyings, cfg.tick_rate, cfg.topology_every_s
-        )
+        if self.player is not None:
+            await asyncio.to_thread(self.player.load)
+        else:
+            self.market = await asyncio.to_thread(
+                Market, cfg.seed, cfg.start_instant(), cfg.underlyings, cfg.tick_rate, cfg.topology_every_s
+            )
         for spec in cfg.faults:
             self.faults.add(spec)
         self._server = await serve(
@@ -53,7 +62,7 @@ class SimServer:
             compression=None, max_size=2**20, ping_interval=20, ping_timeout=20,
         )
         self.port = self._server.sockets[0].getsockname()[1] if self._server.sockets else cfg.port
-        self._ticker = asyncio.create_task(self._tick_loop())
+        self._ticker = asyncio.create_task(self.player.run(self.hub) if self.player else self._tick_loop())
 
     async def stop(self) -> None:
         """Stop ticking, close every connection and release the port."""
@@ -117,7 +126,6 @@ class SimServer:
     async def _snapshot(
         self, conn: ServerConnection, request: Request, underlying: str, params: dict[str, str]
     ) -> Response:
-        assert self.market is not None
         auth = request.headers.get("Authorization", "")
         key = auth[7:].strip() if auth.lower().startswith("bearer ") else params.get("apiKey", "")
         if not self.check_key(key):
@@ -138,11 +146,14 @@ class SimServer:
                 return _json(conn, 200, INVALID_JSON_BODY)
             if fault.kind == "slow":
                 await asyncio.sleep(fault.delay_ms / 1000)
+        host = request.headers.get("Host") or f"{self.config.host}:{self.port}"
+        if self.player is not None:
+            return _json(conn, *self.player.page(underlying, request.path, params, f"http://{host}"))
+        assert self.market is not None
         try:
             query = rest.parse_query(underlying, params)
         except rest.QueryError as exc:
             return _json(conn, 400, {"status": "ERROR", "request_id": rest.request_id(), "error": str(exc)})
-        host = request.headers.get("Host") or f"{self.config.host}:{self.port}"
         envelope, _ = rest.page(self.market, query, f"http://{host}")
         if fault is not None and fault.kind == "repeat_cursor" and "cursor" in params:
             envelope["next_url"] = rest.next_url(f"http://{host}", underlying, params["cursor"])
@@ -150,7 +161,6 @@ class SimServer:
 
     # ----- admin ----------------------------------------------------------------------------
     def _admin(self, conn: ServerConnection, path: str, params: dict[str, str]) -> Response:
-        assert self.market is not None
         remote = conn.remote_address[0] if conn.remote_address else ""
         if not (remote.startswith("127.") or remote in ("::1", "localhost")):
             return _json(conn, 403, {"status": "NOT_AUTHORIZED", "message": "admin is loopback only"})
@@ -163,10 +173,12 @@ class SimServer:
         return _json(conn, 200, {"status": "OK", **body})
 
     def _admin_action(self, name: str, params: dict[str, str]) -> dict | None:
-        market = self.market
-        assert market is not None
         if name == "status":
             return self.status()
+        if self.player is not None and name == "replay/start":
+            self.player.start()
+            return {"replay": self.player.status()}
+        market = self.market
         if name == "fault":
             kind = params["kind"]
             spec = FaultSpec(
@@ -182,12 +194,14 @@ class SimServer:
             self.faults.clear()
             self.page_delay_ms = 0
             return {"faults": []}
-        if name == "topology":
-            count = market.topology(params["underlying"], params["action"])
-            return {"underlying": params["underlying"], "action": params["action"], "contracts": count}
         if name == "drop_connections":
             return {"dropped": self.hub.drop_all()}
-        if name == "tick_rate":
+        if name in ("topology", "tick_rate") and market is None:
+            raise ValueError(f"{name} needs a simulated market (not available while replaying)")
+        if name == "topology" and market is not None:
+            count = market.topology(params["underlying"], params["action"])
+            return {"underlying": params["underlying"], "action": params["action"], "contracts": count}
+        if name == "tick_rate" and market is not None:
             market.tick_rate = float(params["events_per_s"])
             return {"tick_rate": market.tick_rate}
         return None
@@ -195,7 +209,16 @@ class SimServer:
     def status(self) -> dict:
         """Counts and state for ``/admin/status``."""
         market = self.market
-        assert market is not None
+        if market is None:
+            assert self.player is not None
+            return {
+                "replay": self.player.status(),
+                "connections": len(self.hub.sessions),
+                "events_sent": self.hub.events_sent,
+                "frames_pending": sum(s.queue.qsize() for s in self.hub.sessions),
+                "page_delay_ms": self.page_delay_ms,
+                "faults": self.faults.active(),
+            }
         return {
             "clock": datetime.fromtimestamp(market.now_ns / 1e9, tz=UTC).isoformat(),
             "seed": market.seed,

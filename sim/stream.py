@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import orjson
@@ -93,6 +94,35 @@ class Hub:
                 mine = events if "*" in subs else [e for e in events if e[key] in subs]
                 if mine:
                     s.enqueue(frame.dicts(mine), len(mine))
+
+    async def send_recorded(self, feed: str, raw: bytes, events: list[Any] | None) -> int:
+        """Queue one recorded frame (replay) for every session of ``feed`` subscribed to any of its events.
+
+        A session that wants every event gets ``raw`` as recorded, another the JSON array of its events;
+        ``events`` None (a frame that is not JSON) sends ``raw`` to every subscribed session of the feed. A full
+        session queue is waited for, not dropped: a replay keeps every event and its order. Returns the
+        events queued.
+        """
+        key = "T" if feed == "indices" else "sym"
+        queued = 0
+        for s in [s for s in self.sessions if s.feed == feed and s.wants_anything()]:
+            if events is None:
+                payload, n = raw, 0
+            else:
+                mine = [e for e in events if _subscribed(s, e, key)]
+                if not mine:
+                    continue
+                payload, n = (raw if len(mine) == len(events) else orjson.dumps(mine)), len(mine)
+            while True:
+                try:
+                    s.queue.put_nowait((payload, n))
+                    break
+                except asyncio.QueueFull:
+                    if s not in self.sessions:
+                        break
+                    await asyncio.sleep(0.002)
+            queued += n
+        return queued
 
     def _fan_batch(self, batch: EventBatch, sessions: list[Session], pieces: dict[Session, list[bytes]]) -> None:
         picks: list[tuple[Session, np.ndarray]] = []
@@ -247,6 +277,14 @@ class Hub:
             out.append(_status("success", f"unsubscribed to: {topic}"))
         s.generation += 1
         return out
+
+
+def _subscribed(s: Session, event: Any, key: str) -> bool:
+    """True when session ``s`` subscribed to ``event``'s channel and symbol (``key`` names the symbol field)."""
+    if not isinstance(event, dict):
+        return False
+    subs = s.subs.get(event.get("ev", ""))
+    return bool(subs) and ("*" in subs or event.get(key) in subs)
 
 
 def _status(status: str, message: str) -> dict:

@@ -6,8 +6,6 @@ epochs that waited for a component (ingest, heatmap, gex) or for the maximum war
 
 from __future__ import annotations
 
-import time
-
 from celery import shared_task
 
 from fabric.epochs import promote_ready_epochs
@@ -25,7 +23,7 @@ def promote(underlying: str) -> dict[str, object]:
         required=settings.epoch_required_components,
         max_warming_s=settings.epoch_max_warming_s,
         retire_ttl_s=settings.epoch_retire_ttl_s,
-        now_ms=time.time_ns() // 1_000_000,
+        now_ms=settings.now_ms(),
     )
     if result is None:
         return {"underlying": underlying.upper(), "status": "nothing_warming"}

@@ -22,7 +22,8 @@ def recompute(underlying: str) -> dict[str, object]:
     with model_lock("gex", u) as held:
         if not held:
             return {"underlying": u, "status": "skipped"}
-        runs = run_gex(state_redis(), u, rate=settings.risk_free_rate, dividend_yield=settings.dividend_yield(u))
+        runs = run_gex(state_redis(), u, rate=settings.risk_free_rate, dividend_yield=settings.dividend_yield(u),
+                       now_ms=settings.now_ms())  # fmt: skip
     return {
         "underlying": u,
         "status": "ok",

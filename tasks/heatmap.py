@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from fabric.settings import get_settings
 from fabric.tiles import run_heatmap
 from tasks.models import model_lock
 from tasks.runtime import state_redis
@@ -20,7 +21,7 @@ def recompute(underlying: str) -> dict[str, object]:
     with model_lock("heatmap", u) as held:
         if not held:
             return {"underlying": u, "status": "skipped"}
-        runs = run_heatmap(state_redis(), u)
+        runs = run_heatmap(state_redis(), u, now_ms=get_settings().now_ms())  # MMAKER_CLOCK_MS when fixed
     return {
         "underlying": u,
         "status": "ok",

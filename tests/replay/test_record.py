@@ -1,0 +1,99 @@
+"""The recorder (ingest/record.py) and the recording format (fabric/recording.py), without a feed."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import time
+from pathlib import Path
+
+from fabric import recording
+from fabric.recording import ChainRecord, FrameRecord, read_file, read_recording, recording_files
+from fabric.settings import Settings
+from ingest.record import MB, Recorder, recorder_from_settings
+
+
+def wait_for(predicate, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def frame(i: int) -> bytes:
+    """A frame that does not compress away (so rotation happens after a few of them)."""
+    return b'[{"ev":"T","sym":"O:SPY","i":"' + os.urandom(600).hex().encode() + b'","q":%d}]' % i
+
+
+def test_frames_and_snapshots_round_trip(tmp_path: Path) -> None:
+    recorder = Recorder(tmp_path)
+    t0 = time.time_ns()
+    recorder.frame("options", "options-0", b'[{"ev":"T","sym":"O:SPY251219C00650000"}]', t0)
+    recorder.frame("stocks", "stocks", '[{"ev":"T","sym":"SPY"}]', t0 + 1)
+    recorder.chain_snapshot("I:SPX", [("/v3/snapshot/options/I:SPX?limit=250", t0 + 2, b'{"status":"OK"}')], t0, t0 + 3)
+    recorder.frame("options", "options-1", b"not json \xff", t0 + 4)
+    recorder.close()
+    files = recording_files(tmp_path)
+    assert sorted(files) == ["chain", "options", "stocks"]
+    records = list(read_recording(tmp_path))
+    assert [r.ts_recv_ns for r in records] == [t0, t0 + 1, t0 + 3, t0 + 4]
+    assert records[0] == FrameRecord("options", "options-0", t0, '[{"ev":"T","sym":"O:SPY251219C00650000"}]')
+    assert isinstance(records[2], ChainRecord) and records[2].asset == "I:SPX" and records[2].started_ns == t0
+    assert records[2].pages[0].url == "/v3/snapshot/options/I:SPX?limit=250"
+    assert records[2].pages[0].body == '{"status":"OK"}'
+    assert isinstance(records[3], FrameRecord) and records[3].data.startswith("not json")
+    assert recorder.counters["records"] == 4 and recorder.dropped_frames == 0
+
+
+def test_files_rotate_and_the_oldest_go_beyond_the_budget(tmp_path: Path) -> None:
+    recorder = Recorder(tmp_path, rotate_bytes=8_000, max_bytes=40_000)
+    t0 = time.time_ns()
+    for i in range(400):
+        recorder.frame("options", "options-0", frame(i), t0 + i * 1000)
+    recorder.close()
+    paths = recording_files(tmp_path)["options"]
+    assert recorder.counters["files"] >= 4 and recorder.counters["files_deleted"] > 0 and len(paths) >= 2
+    # when the newest file was opened, everything older fit the budget (the file being written is never deleted)
+    assert sum(p.stat().st_size for p in paths[:-1]) <= 40_000
+    kept = [r for p in paths for r in read_file(p)]
+    seq = [int(r.data.rsplit('"q":', 1)[1].rstrip("}]")) for r in kept]
+    assert seq == list(range(seq[0], 400)) and seq[0] > 0  # a contiguous tail: the oldest files went first
+
+
+def test_a_full_queue_drops_and_counts_without_blocking(tmp_path: Path) -> None:
+    recorder = Recorder(tmp_path, queue_max_bytes=1_000)
+    recorder.frame("options", "options-0", b"x" * 5_000, time.time_ns())  # larger than the whole queue
+    recorder.frame("options", "options-0", b"[]", time.time_ns())
+    recorder.close()
+    assert recorder.dropped_frames == 1
+    assert [r.data for r in read_recording(tmp_path)] == ["[]"]
+
+
+def test_a_killed_writer_leaves_every_flushed_line_readable(tmp_path: Path) -> None:
+    recorder = Recorder(tmp_path)  # never closed: like a process killed without cleanup
+    t0 = time.time_ns()
+    for i in range(50):
+        recorder.frame("options", "options-0", frame(i), t0 + i)
+    wait_for(lambda: "options" in recording_files(tmp_path))  # the writer thread opens the file
+    (path,) = recording_files(tmp_path)["options"]
+    wait_for(lambda: len(list(read_file(path))) == 50)  # sync-flushed within about a second
+    data = path.read_bytes()
+    cut = tmp_path / recording.file_name("options", t0 + 1_000_000_000)
+    cut.write_bytes(data[: len(data) - 1_500])  # and cut in the middle of the stream
+    kept = list(read_file(cut))
+    assert 0 < len(kept) < 50 and [int(r.ts_recv_ns - t0) for r in kept] == list(range(len(kept)))
+    with gzip.open(path, "rb") as f:
+        assert f.readline().startswith(b'{"kind":"header","version":1')
+
+
+def test_settings_name_the_recording_and_the_clock(tmp_path: Path) -> None:
+    env = {"MMAKER_RECORD_DIR": str(tmp_path), "MMAKER_RECORD_ROTATE_MB": "8", "MMAKER_RECORD_MAX_MB": "100",
+           "MMAKER_RECORD_QUEUE_MB": "16", "MMAKER_CLOCK_MS": "1795518745289"}  # fmt: skip
+    settings = Settings.from_env(env)
+    assert settings.now_ms() == settings.now_ms() == 1795518745289
+    recorder = recorder_from_settings(settings)
+    assert recorder is not None and recorder.directory == tmp_path
+    assert (recorder.rotate_bytes, recorder.max_bytes, recorder.queue_max_bytes) == (8 * MB, 100 * MB, 16 * MB)
+    unset = Settings.from_env({})
+    assert recorder_from_settings(unset) is None and unset.clock_ms is None
+    assert abs(unset.now_ms() - time.time_ns() // 1_000_000) < 60_000  # the wall clock

@@ -244,7 +244,7 @@ def recompute_tiles(r: Redis, underlying: str, epoch: str, layout: EpochLayout) 
         version = reply[0]
         cells = counter_cells(reply[1:], layout.cell_axes)
     except ResponseError as error:
-        if not str(error).startswith("OVERFLOW"):
+        if not str(error).startswith(("OVERFLOW", "NOT_INTEGER")):
             raise
         log.warning("heatmap %s %s: %s — summing this run with Python integers", underlying, epoch, error)
         version, written = _recompute_exactly(r, underlying, epoch, layout, touched)

@@ -5,8 +5,10 @@
 -- summed from the live counters of all its contracts (never patched with a delta, so a repeated or killed
 -- run can neither lose nor double-count flow), the tiles are written, the tiles version is bumped and the
 -- processing set is deleted. The sums are the ones models.heatmap.aggregate_tile_values makes (the
--- reference this script is tested against): a missing contract hash or counter (or "") adds 0, a contract
--- with a non-integer counter is skipped; call_flow / put_flow split net flow between the calls and the puts.
+-- reference this script is tested against); call_flow / put_flow split net flow between the calls and the
+-- puts; a missing contract hash or counter adds 0. Counters are integers (ingest writes them so); one that
+-- is not (any other text) makes the script write nothing and answer the error "NOT_INTEGER …": the caller
+-- then runs the reference itself (which skips that contract), so odd data costs speed, never correctness.
 --
 -- Exactness: Lua numbers are doubles, exact for integers below 2^53. Every partial sum of a tile is bounded
 -- by the sum of the absolute values of all its counters, so while that stays below 2^53 every sum is exact.
@@ -24,53 +26,49 @@
 --                                                    calls, then its puts
 -- Returns  { new tiles version, then per tile 8 integers: tile, net flow, buy, sell, volume, trades,
 --           call flow, put flow (micro-dollars; what it wrote, packed, under that tile) }
---          or the error "OVERFLOW …"
+--          or the error "OVERFLOW …" / "NOT_INTEGER …" (nothing written)
 
 local EXACT = 9007199254740992
-local function integer(text)
-  if not text or text == '' then return 0 end
-  local n = tonumber(text)
-  if n == nil or n ~= math.floor(n) then return nil end
-  return n
-end
-local function text(n)
-  return string.format('%.0f', n)
-end
+local call, tonumber, format = redis.call, tonumber, string.format
 
 local out = {}
 local reply = {}
 local k = 5
 for g = 1, #ARGV, 3 do
-  local flow, buy, sell, volume, trades, magnitude = 0, 0, 0, 0, 0, 0
-  local side = {}
+  local buy, sell, volume, trades, magnitude = 0, 0, 0, 0, 0
+  local flows = { 0, 0 }  -- calls, puts
   for part = 1, 2 do
-    local part_flow = 0
+    local flow = 0
     local last = k + tonumber(ARGV[g + part]) - 1
     for i = k, last do
-      local v = redis.call('HMGET', KEYS[i], 'flow_micro', 'buy_micro', 'sell_micro', 'volume', 'trades')
-      local f, b, s, vo, t = integer(v[1]), integer(v[2]), integer(v[3]), integer(v[4]), integer(v[5])
-      if f and b and s and vo and t then
-        part_flow = part_flow + f
-        buy = buy + b
-        sell = sell + s
-        volume = volume + vo
-        trades = trades + t
-        magnitude = magnitude + math.abs(f) + math.abs(b) + math.abs(s) + math.abs(vo) + math.abs(t)
+      local v = call('HMGET', KEYS[i], 'flow_micro', 'buy_micro', 'sell_micro', 'volume', 'trades')
+      local f, b, s, vo, t = tonumber(v[1] or 0), tonumber(v[2] or 0), tonumber(v[3] or 0), tonumber(v[4] or 0),
+        tonumber(v[5] or 0)
+      if not (f and b and s and vo and t) or f % 1 ~= 0 or b % 1 ~= 0 or s % 1 ~= 0 or vo % 1 ~= 0 or t % 1 ~= 0 then
+        return redis.error_reply('NOT_INTEGER a counter of ' .. KEYS[i] .. ' is not an integer')
       end
+      flow = flow + f
+      buy = buy + b
+      sell = sell + s
+      volume = volume + vo
+      trades = trades + t
+      if f < 0 then magnitude = magnitude - f else magnitude = magnitude + f end
+      if b < 0 then magnitude = magnitude - b else magnitude = magnitude + b end
+      if s < 0 then magnitude = magnitude - s else magnitude = magnitude + s end
+      if vo < 0 then magnitude = magnitude - vo else magnitude = magnitude + vo end
+      if t < 0 then magnitude = magnitude - t else magnitude = magnitude + t end
     end
     k = last + 1
-    side[part] = part_flow
-    flow = flow + part_flow
+    flows[part] = flow
   end
   if magnitude >= EXACT then
     return redis.error_reply('OVERFLOW tile ' .. ARGV[g] .. ' sums reach 2^53')
   end
-  local n = #reply
+  local flow, n = flows[1] + flows[2], #reply
   reply[n + 1], reply[n + 2], reply[n + 3], reply[n + 4] = tonumber(ARGV[g]), flow, buy, sell
-  reply[n + 5], reply[n + 6], reply[n + 7], reply[n + 8] = volume, trades, side[1], side[2]
+  reply[n + 5], reply[n + 6], reply[n + 7], reply[n + 8] = volume, trades, flows[1], flows[2]
   out[#out + 1] = ARGV[g]
-  out[#out + 1] = text(flow) .. ',' .. text(buy) .. ',' .. text(sell) .. ',' .. text(volume) .. ','
-    .. text(trades) .. ',' .. text(side[1]) .. ',' .. text(side[2])
+  out[#out + 1] = format('%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f', flow, buy, sell, volume, trades, flows[1], flows[2])
 end
 
 for i = 1, #out, 4000 do

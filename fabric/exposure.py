@@ -40,7 +40,7 @@ def read_chain(r: Redis, underlying: str, epoch: str) -> tuple[GexChain, bool]:
     hit = _cache.get((underlying, epoch))
     if hit is not None and hit[0] == refreshed:
         return hit[1], True
-    cids = sorted(r.smembers(keys.epoch_universe(underlying, epoch)))
+    cids = r.smembers(keys.epoch_universe(underlying, epoch))  # any order: GexChain puts contracts in canonical order
     prefix = keys.contract_prefix(underlying, epoch, "gex")
     replies = execute_pipeline(r, (("HMGET", prefix + cid, *ROW_FIELDS) for cid in cids))
     rows = [values for values in replies if isinstance(values, list) and values[0] is not None]

@@ -19,9 +19,10 @@ the reason it is rejected, so the fast path only decides the common case and rej
   ``ingest_batch.lua`` as one JSON argument: per contract a flat array of
   ``0, bid, ask, bid_size, ask_size, ts_ms, q`` (a quote) and ``1, price, size, ts_ms, q`` (a trade).
   Prices travel as JSON numbers — the shortest text that reads back as the same double, so the script
-  compares the very micro-dollars :func:`models.heatmap.to_micro` would — except the prices the script
-  will most likely store (the last quote and the last trade of each contract), which travel as their
-  ``repr`` text, so Redis need not format them.
+  compares the very micro-dollars :func:`models.heatmap.to_micro` would — except the values the script
+  stores (the last quote and the last trade of each contract), which travel as text (prices as their
+  ``repr``), so neither Lua nor Redis formats a number: that would cost more than the rest of the script's
+  work on a contract.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from ingest.decode import MAX_NOTIONAL, MAX_PRICE, MAX_SIZE, Decoded, Quote, Spo
 
 QUOTE = 0
 TRADE = 1
+ScriptCalls = list[tuple[list[str], list[str | int | bytes]]]  # (KEYS, ARGV) of ingest_batch.lua calls
 QUOTE_VALUES = 7  # QUOTE, bid, ask, bid_size, ask_size, ts_ms, q
 TRADE_VALUES = 5  # TRADE, price, size, ts_ms, q
 
@@ -106,7 +108,9 @@ class EpochCall:
 
 
 # The per-ticker record a SequenceFilter keeps (a list: indexing is the cheapest access in the hot loop).
-_QUOTE_Q, _TRADE_Q, _BATCH, _FLAT, _PENDING, _CHECKED, _SYM, _LAST_TRADE = range(8)
+# _LAST_TRADE / _LAST_QUOTE: positions in _FLAT of the last trade and of the last quote flushed before a trade
+# (-1: none in this batch) — the values the script stores, sent as text by BatchBuilder.build.
+_QUOTE_Q, _TRADE_Q, _BATCH, _FLAT, _PENDING, _CHECKED, _SYM, _LAST_TRADE, _LAST_QUOTE = range(9)
 
 
 class SequenceFilter:
@@ -125,7 +129,7 @@ class SequenceFilter:
         """The record of ``sym`` (created empty: nothing seen)."""
         found = self.records.get(sym)
         if found is None:
-            found = self.records[sym] = [-1, -1, None, None, None, None, sym, 0]
+            found = self.records[sym] = [-1, -1, None, None, None, None, sym, 0, -1]
         return found
 
     def accept(self, sym: str, q: int, *, trade: bool) -> bool:
@@ -152,6 +156,10 @@ class Batch:
     rejects: Counter[str]
     events_in: int
     quotes_conflated: int
+
+    def script_calls(self, max_quote_age_ms: int) -> ScriptCalls:
+        """``(KEYS, ARGV)`` of every ``ingest_batch.lua`` call of the batch (one per epoch with events)."""
+        return [(call.keys(), call.args(max_quote_age_ms)) for call in self.calls if call.cids]
 
 
 class BatchBuilder:
@@ -229,7 +237,7 @@ class BatchBuilder:
                     rejects[_unknown_reason(sym)] += 1
                     continue
                 if rec is None:
-                    rec = records[sym] = [-1, -1, None, None, None, contracts, sym, 0]
+                    rec = records[sym] = [-1, -1, None, None, None, contracts, sym, 0, -1]
                 else:
                     rec[_CHECKED] = contracts
             if kind == "Q":
@@ -242,7 +250,7 @@ class BatchBuilder:
                         conflated += 1
                     rec[_PENDING] = (QUOTE, a, b, c, d, ts, q)
                 else:
-                    rec[_BATCH], rec[_FLAT], rec[_PENDING] = token, [], (QUOTE, a, b, c, d, ts, q)
+                    rec[_BATCH], rec[_FLAT], rec[_PENDING], rec[_LAST_QUOTE] = token, [], (QUOTE, a, b, c, d, ts, q), -1
                     touched.append(rec)
             else:
                 if q <= rec[_TRADE_Q]:
@@ -250,13 +258,16 @@ class BatchBuilder:
                     continue
                 rec[_TRADE_Q] = q
                 if rec[_BATCH] is token:
+                    flat = rec[_FLAT]
                     if rec[_PENDING] is not None:
-                        rec[_FLAT] += rec[_PENDING]
+                        rec[_LAST_QUOTE] = len(flat)
+                        flat += rec[_PENDING]
                         rec[_PENDING] = None
-                    rec[_LAST_TRADE] = len(rec[_FLAT])
-                    rec[_FLAT] += (TRADE, a, b, ts, q)
+                    rec[_LAST_TRADE] = len(flat)
+                    flat += (TRADE, a, b, ts, q)
                 else:
-                    rec[_BATCH], rec[_FLAT], rec[_PENDING], rec[_LAST_TRADE] = token, [TRADE, a, b, ts, q], None, 0
+                    rec[_BATCH], rec[_FLAT], rec[_PENDING] = token, [TRADE, a, b, ts, q], None
+                    rec[_LAST_TRADE], rec[_LAST_QUOTE] = 0, -1
                     touched.append(rec)
         self.events_in += len(events) - dropped
         self.quotes_conflated += conflated
@@ -282,13 +293,18 @@ class BatchBuilder:
         last: tuple[str, tuple[str, ...]] | None = None
         last_calls: list[EpochCall] = []
         for rec in self._touched:
-            # The prices that will be stored as text travel as text: the script then formats none itself.
+            # The values the script stores (the last quote and the last trade) travel as text (the docstring).
             flat, quote = rec[_FLAT], rec[_PENDING]
             if flat:
                 t = rec[_LAST_TRADE]
-                flat[t + 1] = repr(flat[t + 1])
+                flat[t + 1], flat[t + 3], flat[t + 4] = repr(flat[t + 1]), str(flat[t + 3]), str(flat[t + 4])
+                t = rec[_LAST_QUOTE]
+                if quote is None and t >= 0:
+                    _, bid, ask, bid_size, ask_size, ts, q = flat[t : t + 7]
+                    flat[t + 1 : t + 7] = repr(bid), repr(ask), str(bid_size), str(ask_size), str(ts), str(q)
             if quote is not None:
-                flat += (QUOTE, repr(quote[1]), repr(quote[2]), *quote[3:])
+                _, bid, ask, bid_size, ask_size, ts, q = quote
+                flat += (QUOTE, repr(bid), repr(ask), str(bid_size), str(ask_size), str(ts), str(q))
             rec[_BATCH] = rec[_FLAT] = rec[_PENDING] = None
             underlying, cid, epochs = contracts[rec[_SYM]]
             if last is None or epochs is not last[1] or underlying != last[0]:  # mostly the same as before

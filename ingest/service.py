@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections import Counter, deque
@@ -40,14 +41,18 @@ from redis.exceptions import RedisError
 
 from fabric import keys
 from fabric.contracts import contract_id_to_ticker, parse_contract_id
+from fabric.redis_client import pubsub_for
 from fabric.scripts import eval_many, script_source
 from fabric.settings import Settings
 from fabric.topology import NEW_YORK
-from ingest.batch import Batch, BatchBuilder, SequenceFilter, Universe
+from ingest.batch import Batch, BatchBuilder, ScriptCalls, SequenceFilter, Universe
 from ingest.connection import AuthFailed, FeedConnection
+from ingest.record import recorder_from_settings
 from ingest.subscriptions import plan_options, plan_spot, rank_for_quotes, spot_symbols
 
 log = logging.getLogger(__name__)
+
+GC_THRESHOLDS = (100_000, 50, 10)  # gen-0 allocations, gen-1 and gen-2 collections (see run_ingest)
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,7 @@ class IngestService:
         self._frames_ready = asyncio.Event()
         self.room = asyncio.Event()  # set while the frame queue is below its byte budget
         self.room.set()
-        self._commits: asyncio.Queue[tuple[Batch, list[int]]] = asyncio.Queue(1)
+        self._commits: asyncio.Queue[tuple[Batch, ScriptCalls, list[int]]] = asyncio.Queue(1)
         self._universe_cache: dict[tuple[str, str], frozenset[str]] = {}
         self._accepted: set[tuple[str, str]] = set()
         self._universe_changed = asyncio.Event()
@@ -148,6 +153,11 @@ class IngestService:
                     name, f"{base}/{name}", settings.api_key, self._on_frame, room=self.room
                 )
                 self.connections[name].desired = topics
+        self.recorder = recorder_from_settings(settings)  # MMAKER_RECORD_DIR: every frame, with its receive time
+        if self.recorder is not None:
+            log.info("recording every frame to %s", self.recorder.directory)
+            for connection in self.connections.values():
+                connection.record = self.recorder.frame
 
     def _on_subscribed(self, connection: FeedConnection) -> None:
         """A connection (re)subscribed: let the universe task accept epochs now, not at its next tick."""
@@ -196,6 +206,8 @@ class IngestService:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self.recorder is not None:
+                self.recorder.close()  # everything has stopped: write the rest, close the files
 
     async def _batcher(self) -> None:
         loop = asyncio.get_running_loop()
@@ -226,7 +238,8 @@ class IngestService:
                 # ~1 MB) only progress while this task is not running, and Redis must not wait on them.
                 await asyncio.sleep(0)
             batch = builder.build()
-            await commits.put((batch, recv_times))
+            # the script arguments are built here too: the committer only sends them, so Redis waits less
+            await commits.put((batch, batch.script_calls(cfg.max_quote_age_ms), recv_times))
 
     async def _wait_frame(self) -> None:
         """Until the frame queue holds a frame."""
@@ -244,20 +257,18 @@ class IngestService:
         stats = self.stats
         while True:
             _raise_if_cancelling()
-            batch, recv_times = await self._commits.get()
+            batch, calls, recv_times = await self._commits.get()
             stats.rejects.update(batch.rejects)
             stats.counters["events_in"] += batch.events_in
             stats.counters["quotes_conflated"] += batch.quotes_conflated
-            await self._commit(batch)
+            await self._commit(batch, calls)
             _raise_if_cancelling()
             now_ms = time.time_ns() // 1_000_000
             stats.commit_ms.extend(now_ms - recv_ms for recv_ms in recv_times)
             stats.committed(batch.events_in, time.monotonic())
             self._commits.task_done()
 
-    async def _commit(self, batch: Batch) -> None:
-        max_age = self.config.max_quote_age_ms
-        calls = [(call.keys(), call.args(max_age)) for call in batch.calls if call.cids]
+    async def _commit(self, batch: Batch, calls: ScriptCalls) -> None:
         spot_calls = [
             ([keys.spot(u)], [repr(tick.price), tick.ts_ms, "indices" if tick.sym.startswith("I:") else "stocks"])
             for u, tick in batch.spots.items()
@@ -292,7 +303,7 @@ class IngestService:
         """Wake the universe task on every epoch notification (the periodic check covers gaps)."""
         while True:
             _raise_if_cancelling()
-            pubsub = self.redis.pubsub()
+            pubsub = pubsub_for(self.redis)  # on a Redis Cluster: a connection to one node
             try:
                 await pubsub.subscribe(keys.EPOCHS_CHANNEL)
                 while True:
@@ -334,7 +345,7 @@ class IngestService:
     async def _replan(self, live: dict[str, tuple[str, ...]]) -> None:
         contracts: dict[str, tuple[str, str, tuple[str, ...]]] = {}
         ranked: list[str] = []
-        today = datetime.now(NEW_YORK).date()
+        today = datetime.fromtimestamp(self.settings.now_ms() / 1000, NEW_YORK).date()
         for u, epochs in live.items():
             holders: dict[str, list[str]] = {}
             for epoch in epochs:
@@ -476,6 +487,10 @@ async def run_ingest(settings: Settings) -> int:
     """Run the ingest process; returns the exit code (2 when the feed refused the API key)."""
     from fabric.redis_client import async_redis_from_settings
 
+    # The hot path allocates a few containers per event (orjson's dicts, the batch lists): with the default
+    # threshold (700) the collector would run every few hundred events and, now and then, walk the whole
+    # heap. Ingest makes next to no reference cycles, so the process collects rarely.
+    gc.set_threshold(*GC_THRESHOLDS)
     redis = async_redis_from_settings(settings)
     service = IngestService(settings, redis)
     log.info("ingest starting: feed=%s underlyings=%s", settings.massive_ws_url, ",".join(settings.underlyings))

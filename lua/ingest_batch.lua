@@ -14,17 +14,18 @@
 -- one-sided market. Prices are compared in integer micro-dollars (floor(x·1e6 + 0.5)), so the midpoint test
 -- is exact. Premium = price × size × multiplier in integer micro-dollars, so every sum is exact.
 --
--- Writes, per contract, after all its events (Redis work per contract, not per event):
---   heatmap hash: one HMGET (multiplier and sequence numbers; with a trade in the batch also the quote and
---     the counters), then one HSET of the final
---     values: the last applied quote (bid ask bid_size ask_size quote_ts_ms quote_q), the last applied
---     trade (last_price last_trade_ts_ms trade_q) and the counters flow_micro (signed), buy_micro,
---     sell_micro, volume, trades (a counter no trade of the batch changed is not written; one whose sum
---     would reach 2^53 is added by HINCRBY instead, so sums stay exact);
---   GEX hash: one HINCRBY volume; dirty set: one SADD of every contract with an applied trade (a dirty set
---   created after the epoch was retired gets the contract hashes' remaining TTL).
--- bid, ask and last_price are stored as decimal text: a string argument as given, a number as the shortest
--- text that reads back as it (Python's repr of the float).
+-- Redis work per contract, not per event (each redis.call costs about as much as the whole Lua loop over a
+-- contract's events, so there are as few as possible, and the values written are the strings ingest sent):
+--   quotes only: one HGET of quote_q (this script writes quote_q only into a hash with a multiplier, so a
+--     hash holding one exists; a hash without one yet: one more HGET of multiplier decides), then one HSET
+--     of the last applied quote (bid ask bid_size ask_size quote_ts_ms quote_q);
+--   with a trade: one HMGET (multiplier, sequence numbers, the stored quote, the counters), then one HSET of
+--     the last applied quote, the last applied trade (last_price last_trade_ts_ms trade_q) and the counters
+--     flow_micro (signed), buy_micro, sell_micro, volume, trades (a counter no trade of the batch changed is
+--     not written; one whose sum would reach 2^53 is added by HINCRBY instead, so sums stay exact), and one
+--     HINCRBY of the GEX hash's volume;
+--   dirty set: SADD of every contract with an applied trade, in slices of 4,000 (a dirty set created after
+--     the epoch was retired gets the contract hashes' remaining TTL).
 --
 -- KEYS[1]        epoch:{U}:<E>:heatmap:dirty_contracts   SET
 -- KEYS[2i]       epoch:{U}:<E>:heatmap:contract:<cid_i>  HASH  (i = 1 … n, the contracts of the batch)
@@ -34,23 +35,20 @@
 -- ARGV[n + 2]    JSON array of n arrays: array i holds the events of cid_i in order, flat, each introduced by
 --                its kind:  0, bid, ask, bid_size, ask_size, ts_ms, q     a quote (7 values)
 --                           1, price, size, ts_ms, q                      a trade (5 values)
---                prices as JSON numbers or strings of decimal text; sizes, times, sequence numbers integers.
+--                each value a JSON number or a string of decimal text (prices: Python's repr of the float).
+--                Stored values are written as given: ingest sends the last quote and the last trade of each
+--                contract — the ones stored — as strings, so Redis formats no number (a price given as a
+--                number is stored as the shortest text that reads back as it; counters as integer text).
 -- Returns        {quotes applied, trades applied, out-of-sequence dropped, missing contracts, buys, sells}
 
 local max_age = tonumber(ARGV[1])
 local n = (#KEYS - 1) / 2
 local batch = cjson.decode(ARGV[n + 2])
 local LIMIT = 9007199254740992 -- 2^53: integers below it are exact in a Lua number
-local floor, format = math.floor, string.format
+local floor, format, call, tonumber = math.floor, string.format, redis.call, tonumber
 
-local function micro(x)
-  x = tonumber(x)
-  if x == nil then
-    return nil
-  end
-  return floor(x * 1000000 + 0.5)
-end
-
+-- a price as stored: a string as given (ingest sends repr text), a number as the shortest text that reads
+-- back as it (Python's repr of the float)
 local function text(x)
   if type(x) == 'string' then
     return x
@@ -66,6 +64,14 @@ local function text(x)
     s = s .. '.0'
   end
   return s
+end
+
+local function micro(x)
+  x = tonumber(x)
+  if x == nil then
+    return nil
+  end
+  return floor(x * 1000000 + 0.5)
 end
 
 -- the quote rule on micro-dollars; bid / ask nil = no quote
@@ -100,129 +106,150 @@ local function classify(bid, ask, quote_ts, price, ts)
 end
 
 local quotes, trades, stale, missing, buys, sells = 0, 0, 0, 0, 0, 0
-local dirty = {}
+local K, cids = KEYS, ARGV
+local dirty, ndirty = {}, 0
 local COUNTERS = { 'flow_micro', 'buy_micro', 'sell_micro', 'volume', 'trades' }
+local fields, delta = {}, {} -- reused for every contract (HSET takes fields[1 … nf])
+
+-- the last applied of a contract's quotes, or nil; stale ones counted
+local function last_quote(A, e, last, quote_q)
+  local at = nil
+  while e <= last do
+    local q = tonumber(A[e + 6])
+    if q <= quote_q then
+      stale = stale + 1
+    else
+      quote_q, at = q, e
+      quotes = quotes + 1
+    end
+    e = e + 7
+  end
+  return at
+end
 
 for i = 1, n do
-  local ev = batch[i]
-  local len = #ev
-  local key = KEYS[2 * i]
-  local has_trade = false
-  local p = 1
-  while p <= len do
-    if ev[p] == 1 then
-      has_trade = true
-      break
-    end
-    p = p + 7
+  local A = batch[i]
+  local last = #A
+  local key = K[2 * i]
+  local e = 1
+  while e <= last and A[e] == 0 do -- quotes only (the common case): the loop runs to the end
+    e = e + 7
   end
-  local f
-  if has_trade then
-    f = redis.call('HMGET', key, 'multiplier', 'quote_q', 'trade_q', 'bid', 'ask', 'quote_ts_ms',
-      'flow_micro', 'buy_micro', 'sell_micro', 'volume', 'trades')
-  else -- quotes only: no classification, no counters — read only what decides existence and sequence
-    f = redis.call('HMGET', key, 'multiplier', 'quote_q')
-  end
-  if f[1] == false then
-    p = 1
-    while p <= len do
-      missing = missing + 1
-      p = p + (ev[p] == 0 and 7 or 5)
+
+  if e > last then -- quotes only: no classification, no counters — read only what decides sequence
+    local stored = call('HGET', key, 'quote_q')
+    if stored == false and call('HGET', key, 'multiplier') == false then
+      missing = missing + last / 7
+    else
+      local a = last_quote(A, 1, last, tonumber(stored or '0') or 0)
+      if a then
+        call('HSET', key, 'bid', text(A[a + 1]), 'ask', text(A[a + 2]), 'bid_size', A[a + 3], 'ask_size',
+          A[a + 4], 'quote_ts_ms', A[a + 5], 'quote_q', A[a + 6])
+      end
     end
   else
-    local mult = tonumber(f[1]) or 100
-    local quote_q, trade_q = tonumber(f[2] or '0') or 0, tonumber(f[3] or '0') or 0
-    local bid, ask = f[4] and micro(f[4]) or nil, f[5] and micro(f[5]) or nil
-    local quote_ts = tonumber(f[6] or '') or nil
-    local quote_at, trade_at, micro_at = nil, nil, nil -- positions of the last applied quote and trade
-    local flow, buy, sell, volume, count, nbuy, nsell = 0, 0, 0, 0, 0, 0, 0
-    p = 1
-    while p <= len do
-      if ev[p] == 0 then
-        local q = ev[p + 6]
-        if q <= quote_q then
-          stale = stale + 1
-        else
-          quote_ts, quote_q = ev[p + 5], q
-          quote_at = p -- bid / ask in micro-dollars are worked out only if a trade needs them
-          quotes = quotes + 1
-        end
-        p = p + 7
-      else
-        local q = ev[p + 4]
-        if q <= trade_q then
-          stale = stale + 1
-        else
-          if quote_at ~= micro_at then
-            bid, ask, micro_at = micro(ev[quote_at + 1]), micro(ev[quote_at + 2]), quote_at
+    local f = call('HMGET', key, 'multiplier', 'quote_q', 'trade_q', 'bid', 'ask', 'quote_ts_ms',
+      'flow_micro', 'buy_micro', 'sell_micro', 'volume', 'trades')
+    if f[1] == false then
+      e = 1
+      while e <= last do
+        missing = missing + 1
+        e = e + (A[e] == 0 and 7 or 5)
+      end
+    else
+      local mult = tonumber(f[1]) or 100
+      local quote_q, trade_q = tonumber(f[2] or '0') or 0, tonumber(f[3] or '0') or 0
+      local bid, ask = f[4] and micro(f[4]) or nil, f[5] and micro(f[5]) or nil
+      local quote_ts = tonumber(f[6] or '') or nil
+      local quote_at, trade_at, micro_at = nil, nil, nil -- the last applied quote and trade; the quote in bid / ask
+      local flow, buy, sell, volume, count, nbuy, nsell = 0, 0, 0, 0, 0, 0, 0
+      e = 1
+      while e <= last do
+        if A[e] == 0 then
+          local q = tonumber(A[e + 6])
+          if q <= quote_q then
+            stale = stale + 1
+          else
+            quote_q, quote_at = q, e -- bid / ask / time are worked out only if a trade needs them
+            quotes = quotes + 1
           end
-          local price, size = micro(ev[p + 1]), ev[p + 2]
-          local sign = classify(bid, ask, quote_ts, price, ev[p + 3])
-          if sign ~= 0 then
-            local premium = price * size * mult
-            if sign > 0 then
-              flow, buy, nbuy = flow + premium, buy + premium, nbuy + 1
+          e = e + 7
+        else
+          local q = tonumber(A[e + 4])
+          if q <= trade_q then
+            stale = stale + 1
+          else
+            if quote_at ~= micro_at then
+              bid, ask, micro_at = micro(A[quote_at + 1]), micro(A[quote_at + 2]), quote_at
+              quote_ts = tonumber(A[quote_at + 5])
+            end
+            local price, size = micro(A[e + 1]), tonumber(A[e + 2])
+            local sign = classify(bid, ask, quote_ts, price, tonumber(A[e + 3]))
+            if sign ~= 0 then
+              local premium = price * size * mult
+              if sign > 0 then
+                flow, buy, nbuy = flow + premium, buy + premium, nbuy + 1
+              else
+                flow, sell, nsell = flow - premium, sell + premium, nsell + 1
+              end
+            end
+            volume, count = volume + size, count + 1
+            trade_q, trade_at = q, e
+          end
+          e = e + 5
+        end
+      end
+      local nf = 0
+      if quote_at then
+        local a = quote_at
+        fields[1], fields[2], fields[3], fields[4] = 'bid', text(A[a + 1]), 'ask', text(A[a + 2])
+        fields[5], fields[6], fields[7], fields[8] = 'bid_size', A[a + 3], 'ask_size', A[a + 4]
+        fields[9], fields[10], fields[11], fields[12] = 'quote_ts_ms', A[a + 5], 'quote_q', A[a + 6]
+        nf = 12
+      end
+      if trade_at then
+        local a = trade_at
+        fields[nf + 1], fields[nf + 2] = 'last_price', text(A[a + 1])
+        fields[nf + 3], fields[nf + 4] = 'last_trade_ts_ms', A[a + 3]
+        fields[nf + 5], fields[nf + 6] = 'trade_q', A[a + 4]
+        nf = nf + 6
+        delta[1], delta[2], delta[3], delta[4], delta[5] = flow, buy, sell, volume, count
+        for k = (nbuy + nsell > 0) and 1 or 4, 5 do
+          if k ~= 2 and k ~= 3 or (k == 2 and nbuy > 0) or (k == 3 and nsell > 0) then
+            local stored = f[6 + k]
+            local current = stored == false and 0 or tonumber(stored)
+            local total = current and current + delta[k]
+            if total and current == floor(current) and current > -LIMIT and current < LIMIT and total > -LIMIT
+                and total < LIMIT then
+              fields[nf + 1], fields[nf + 2] = COUNTERS[k], format('%d', total) -- exact below 2^53
+              nf = nf + 2
             else
-              flow, sell, nsell = flow - premium, sell + premium, nsell + 1
+              call('HINCRBY', key, COUNTERS[k], format('%d', delta[k]))
             end
           end
-          volume, count = volume + size, count + 1
-          trade_q = q
-          trade_at = p
         end
-        p = p + 5
+        call('HINCRBY', K[2 * i + 1], 'volume', format('%d', volume))
+        ndirty = ndirty + 1
+        dirty[ndirty] = cids[1 + i]
+        trades, buys, sells = trades + count, buys + nbuy, sells + nsell
       end
-    end
-
-    local fields, nf = {}, 0
-    if quote_at then
-      local a = quote_at
-      fields[1], fields[2], fields[3], fields[4] = 'bid', text(ev[a + 1]), 'ask', text(ev[a + 2])
-      fields[5], fields[6], fields[7], fields[8] = 'bid_size', ev[a + 3], 'ask_size', ev[a + 4]
-      fields[9], fields[10], fields[11], fields[12] = 'quote_ts_ms', ev[a + 5], 'quote_q', ev[a + 6]
-      nf = 12
-    end
-    if trade_at then
-      local a = trade_at
-      fields[nf + 1], fields[nf + 2] = 'last_price', text(ev[a + 1])
-      fields[nf + 3], fields[nf + 4] = 'last_trade_ts_ms', ev[a + 3]
-      fields[nf + 5], fields[nf + 6] = 'trade_q', ev[a + 4]
-      nf = nf + 6
-      local delta = { flow, buy, sell, volume, count }
-      for k = (nbuy + nsell > 0) and 1 or 4, 5 do
-        if k ~= 2 and k ~= 3 or (k == 2 and nbuy > 0) or (k == 3 and nsell > 0) then
-          local stored = f[6 + k]
-          local current = stored == false and 0 or tonumber(stored)
-          local total = current and current + delta[k]
-          if total and current == floor(current) and current > -LIMIT and current < LIMIT and total > -LIMIT
-              and total < LIMIT then
-            fields[nf + 1], fields[nf + 2] = COUNTERS[k], total
-            nf = nf + 2
-          else
-            redis.call('HINCRBY', key, COUNTERS[k], delta[k])
-          end
-        end
+      if nf > 0 then
+        call('HSET', key, unpack(fields, 1, nf))
       end
-      redis.call('HINCRBY', KEYS[2 * i + 1], 'volume', volume)
-      dirty[#dirty + 1] = ARGV[1 + i]
-      trades, buys, sells = trades + count, buys + nbuy, sells + nsell
-    end
-    if nf > 0 then
-      redis.call('HSET', key, unpack(fields))
     end
   end
 end
 
 -- SADD in slices: unpack is bounded by Lua's C stack
-for first = 1, #dirty, 4000 do
-  redis.call('SADD', KEYS[1], unpack(dirty, first, math.min(first + 3999, #dirty)))
+for s = 1, ndirty, 4000 do
+  call('SADD', KEYS[1], unpack(dirty, s, math.min(s + 3999, ndirty)))
 end
 -- A retired epoch's keys carry the retirement TTL; a dirty set created after retirement inherits it from the
 -- contract hashes, so no key can outlive its epoch.
-if #dirty > 0 and redis.call('PTTL', KEYS[1]) == -1 then
-  local ttl = redis.call('PTTL', KEYS[2])
+if ndirty > 0 and call('PTTL', KEYS[1]) == -1 then
+  local ttl = call('PTTL', KEYS[2])
   if ttl > 0 then
-    redis.call('PEXPIRE', KEYS[1], ttl)
+    call('PEXPIRE', KEYS[1], ttl)
   end
 end
 return { quotes, trades, stale, missing, buys, sells }

@@ -19,7 +19,8 @@ def t(sym: str, seq: int, price: float = 1.05) -> Trade:
 
 
 def kinds(call) -> list[tuple]:
-    return [(kind, cid, values[-1]) for kind, cid, values in call.unpacked()]
+    """(kind, cid, q) of every event of ``call`` (the values the script stores travel as text)."""
+    return [(kind, cid, int(values[-1])) for kind, cid, values in call.unpacked()]
 
 
 def test_consecutive_quotes_conflate_but_a_trade_keeps_the_quote_in_force() -> None:
@@ -88,5 +89,5 @@ def test_the_frame_fast_path_counts_exactly_what_decode_frame_counts() -> None:
     assert batch.rejects == decoded.rejects
     assert batch.events_in == len(decoded.quotes_and_trades) == 4
     e1 = next(call for call in batch.calls if call.epoch == "e1")
-    assert [(k, c, v[-1]) for k, c, v in e1.unpacked()] == [("T", CID_A, 7), ("T", CID_A, 8), ("Q", CID_B, 9)]
+    assert kinds(e1) == [("T", CID_A, 7), ("T", CID_A, 8), ("Q", CID_B, 9)]
     assert e1.unpacked()[1][2][0] == "2.0"  # an integer price becomes the float text repr gives

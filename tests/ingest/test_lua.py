@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
@@ -9,7 +10,7 @@ from hypothesis import strategies as st
 
 from fabric import keys
 from fabric.scripts import script
-from ingest.batch import EpochCall
+from ingest.batch import BatchBuilder, EpochCall, SequenceFilter, Universe
 from models.heatmap import apply_trade
 
 U, E = "SPY", "e1"
@@ -179,3 +180,62 @@ def test_a_dirty_set_created_after_retirement_inherits_the_ttl(r: redis.Redis) -
     r.expire(GX, 300)  # what retirement does to every key of the epoch (the dirty set did not exist then)
     assert run(r, [trade("1.10")])[1] == 1
     assert 0 < r.ttl(keys.dirty_contracts(U, E)) <= 300
+
+
+def test_quotes_alone_apply_to_a_hash_never_quoted_and_skip_a_missing_one(r: redis.Redis) -> None:
+    """The quotes-only path reads one field: a hash without quote_q yet is still a contract; no hash, none."""
+    seed(r, bid=None)
+    other = "O:SPY:2025-12-19:655:C"
+    assert run(r, [quote("1.20", "1.30", q=4), quote("1.25", "1.35", q=5), quote("9", "9", q=1, cid=other)]) == [
+        2, 0, 0, 1, 0, 0,
+    ]  # fmt: skip
+    h = r.hgetall(HM)
+    assert (h["bid"], h["ask"], h["bid_size"], h["ask_size"], h["quote_q"]) == ("1.25", "1.35", "5", "6", "5")
+    assert r.exists(keys.contract(U, E, "heatmap", other)) == 0
+    assert r.smembers(keys.dirty_contracts(U, E)) == set()  # quotes do not make a contract dirty
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("Q"), st.integers(0, 30_000), st.integers(1, 3_000), st.integers(0, 9_999)),
+            st.tuples(st.just("T"), st.integers(1, 33_000), st.integers(1, 40), st.integers(0, 9_999)),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_frames_through_the_batch_builder_store_exactly_what_they_carried(
+    r: redis.Redis, events: list[tuple[str, int, int, int]]
+) -> None:
+    """Frames → BatchBuilder → the script: the stored quote and trade are the last ones, prices as repr text,
+    integers as decimal text (the builder sends them as text; the conflated and flushed quotes included), and
+    the counters match models.heatmap.apply_trade event by event."""
+    r.delete(HM, GX, keys.dirty_contracts(U, E))
+    seed(r)
+    sym = "O:SPY251219C00650000"
+    universe = Universe({sym: (U, CID, (E,))}, {}, {U: (E,)})
+    frame, state = [], {}
+    bid, ask, expected = 1.0, 1.1, {}
+    for q, (kind, x, y, z) in enumerate(events, start=1):
+        if kind == "Q":
+            bid, ask = x / 1000, (x + y) / 1000  # up to three decimals: some prices are not exact doubles
+            frame.append({"ev": "Q", "sym": sym, "bp": bid, "ap": ask, "bs": z, "as": z + 1, "t": NOW + q, "q": q})
+            expected.update(bid=repr(bid), ask=repr(ask), bid_size=str(z), ask_size=str(z + 1),
+                            quote_ts_ms=str(NOW + q), quote_q=str(q))  # fmt: skip
+        else:
+            price = x / 1000
+            frame.append({"ev": "T", "sym": sym, "p": price, "s": y, "t": NOW + q, "q": q, "c": [z]})
+            state = apply_trade(state, price, y, 100, bid, ask)
+            expected.update(last_price=repr(price), last_trade_ts_ms=str(NOW + q), trade_q=str(q))
+    builder = BatchBuilder(universe, SequenceFilter())
+    builder.add_frame(orjson.dumps(frame))
+    ((call_keys, call_args),) = builder.build().script_calls(60_000)
+    quotes, trades, stale, missing, _, _ = script(r, "ingest_batch")(keys=call_keys, args=call_args)
+    kept = sum(1 for i, e in enumerate(events) if e[0] == "Q" and (i + 1 == len(events) or events[i + 1][0] == "T"))
+    assert (quotes, trades, stale, missing) == (kept, sum(e[0] == "T" for e in events), 0, 0)
+    stored = r.hgetall(HM)
+    assert {k: stored.get(k) for k in expected} == expected
+    for name in ("flow_micro", "buy_micro", "sell_micro", "volume", "trades"):
+        assert int(stored.get(name, 0)) == state.get(name, 0), name

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,24 +32,13 @@ from fabric.settings import Settings
 from fabric.tiles import forget_layouts, run_heatmap
 from tests.support.cluster import RedisCluster
 from tests.support.servers import ROOT, RedisServer, SimProcess
+from tests.support.waiting import wait_for
 from tests.web.conftest import SseStream, WebServer
 
 UNDERLYINGS = ("SPY", "SPX")
 REQUIRED = ("ingest", "heatmap", "gex")
 HEATMAP_CELL_KEYS = {"expiry", "bucket", "net_flow", "buy_premium", "sell_premium", "volume", "trades", "call_flow",
                      "put_flow"}  # fmt: skip
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, log: Path | None = None) -> Any:
-    """Poll ``predicate`` until it returns something truthy (generous timeouts, never a timed assertion)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    tail = "" if log is None else "\n" + log.read_text(errors="replace")[-3000:]
-    raise AssertionError(f"{what}: not within {timeout_s} s{tail}")
 
 
 def models(r: redis.Redis | ClusterClient, settings: Settings, u: str) -> dict[str, str]:

@@ -12,11 +12,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from celery import Celery
@@ -26,6 +24,7 @@ from redis.cluster import RedisCluster as ClusterClient
 from fabric import keys
 from tests.support.cluster import RedisCluster
 from tests.support.servers import ROOT, SimProcess
+from tests.support.waiting import wait_for
 
 BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 QUEUES = "chain,heatmap"
@@ -41,15 +40,6 @@ def _purge(env: dict[str, str]) -> None:
     done = subprocess.run([CELERY, "-A", "tasks", "purge", "-f", "-Q", QUEUES], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout_s} s\n{log.read_text(errors='replace')[-3000:]}")
 
 
 @pytest.fixture

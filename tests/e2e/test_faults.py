@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -27,6 +27,7 @@ from fabric.settings import Settings
 from models.heatmap import aggregate_tiles, unpack_tile
 from tests.support.servers import RedisServer
 from tests.support.stack import Stack
+from tests.support.waiting import wait_for
 
 MODELS = ("heatmap", "gex")
 #: One underlying keeps the module fast on two shared cores (tests/e2e/test_stack.py runs SPY and SPX).
@@ -46,16 +47,6 @@ def stack() -> Iterator[Stack]:
     finally:
         running.stop()
         server.stop()
-
-
-def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, stack: Stack | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    logs = "" if stack is None else "\n".join(f"--- {n}\n{stack.log(n)[-1500:]}" for n in stack.procs)
-    raise AssertionError(f"{what}: not within {timeout_s}s\n{logs}")
 
 
 class Watcher(threading.Thread):

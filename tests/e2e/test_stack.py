@@ -14,6 +14,7 @@ import requests
 from fabric import keys
 from tests.support.servers import RedisServer
 from tests.support.stack import Stack
+from tests.support.waiting import wait_for
 
 MODELS = ("heatmap", "gex")
 UNDERLYINGS = ("SPY", "SPX")
@@ -28,16 +29,6 @@ def stack() -> Iterator[Stack]:
     finally:
         running.stop()
         server.stop()
-
-
-def wait_for(predicate, timeout_s: float, what: str, stack: Stack | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    logs = "" if stack is None else "\n".join(f"--- {n}\n{stack.log(n)[-1500:]}" for n in stack.procs)
-    raise AssertionError(f"{what}: not within {timeout_s}s\n{logs}")
 
 
 class Watcher(threading.Thread):

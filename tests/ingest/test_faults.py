@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -23,18 +22,9 @@ from fabric import keys
 from fabric.settings import Settings
 from tests.support.servers import ROOT, RedisServer, SimProcess
 from tests.support.stack import kill_tree
+from tests.support.waiting import wait_for
 
 U = "SPY"
-
-
-def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    tail = "" if log is None else log.read_text(errors="replace")[-3000:]
-    raise AssertionError(f"{what}: not within {timeout_s}s\n{tail}")
 
 
 def status(r: redis.Redis) -> tuple[dict[str, int], dict[str, int]]:

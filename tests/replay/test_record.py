@@ -11,13 +11,7 @@ from fabric import recording
 from fabric.recording import ChainRecord, FrameRecord, read_file, read_recording, recording_files
 from fabric.settings import Settings
 from ingest.record import MB, Recorder, recorder_from_settings
-
-
-def wait_for(predicate, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
+from tests.support.waiting import wait_for
 
 
 def frame(i: int) -> bytes:

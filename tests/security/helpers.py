@@ -5,8 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import orjson
@@ -14,16 +13,7 @@ import redis
 import requests
 
 from tests.support.servers import ROOT, free_port
-
-
-def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, logs: Callable[[], str] = str) -> None:
-    """Poll ``predicate`` every 0.1 s until it is true; fail naming ``what`` (and the logs) after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout_s} s\n{logs()}")
+from tests.support.waiting import wait_for
 
 
 def procfile_command(name: str) -> str:

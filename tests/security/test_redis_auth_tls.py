@@ -25,9 +25,10 @@ from celeryconfig import _broker_use_ssl
 from fabric import keys
 from fabric.redis_client import async_redis_from_settings, redis_from_settings
 from fabric.settings import Settings
-from tests.security.helpers import LoggedProcess, wait_for
+from tests.security.helpers import LoggedProcess
 from tests.support.servers import ROOT, RedisServer
 from tests.support.stack import VENV_BIN, Stack
+from tests.support.waiting import wait_for
 
 PASSWORD = "redis-pw-" + secrets.token_hex(8)
 

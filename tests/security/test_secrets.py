@@ -18,9 +18,10 @@ import redis
 import requests
 
 from fabric import keys
-from tests.security.helpers import Flower, dump_redis_db, wait_for
+from tests.security.helpers import Flower, dump_redis_db
 from tests.support.servers import RedisServer, SimProcess
 from tests.support.stack import Stack
+from tests.support.waiting import wait_for
 
 CANARY = "mk-canary-" + secrets.token_hex(12)
 REDIS_PASSWORD = "redis-pw-" + secrets.token_hex(8)

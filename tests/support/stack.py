@@ -118,6 +118,10 @@ class Stack:
         path = self.dir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def logs_tail(self) -> str:
+        """The end of every running process's log (what a failing wait shows)."""
+        return "\n".join(f"--- {name}\n{self.log(name)[-1500:]}" for name in self.procs)
+
     def stop(self) -> None:
         """Stop everything (SIGTERM, then SIGKILL)."""
         for proc in self.procs.values():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import redis
 
@@ -14,15 +13,7 @@ from fabric.epochs import active_epoch
 from tasks import app
 from tasks.chain import snapshot
 from tests.support.servers import ROOT, SimProcess
-
-
-def wait_for(predicate, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
+from tests.support.waiting import wait_for
 
 
 def test_broker_is_the_test_server_not_6379(redis_server) -> None:

@@ -30,21 +30,12 @@ from models.heatmap import aggregate_tiles, unpack_tile
 from tasks.models import LOCK_TIMEOUT_S
 from tests.support.servers import ROOT, RedisServer, SimProcess
 from tests.support.stack import VENV_BIN, kill_tree
+from tests.support.waiting import wait_for
 
 U = "SPY"
 CELERY = [str(VENV_BIN / "celery"), "-A", "tasks"]
 QUEUES = {"tasks.chain.snapshot": "chain", "tasks.heatmap.recompute": "heatmap", "tasks.gex.recompute": "gex"}
 STATUS = re.compile(r"Task (tasks\.[\w.]+)\[[0-9a-f-]+\] succeeded in [0-9.e-]+s: .*'status': '(\w+)'")
-
-
-def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, setup: Setup | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    logs = "" if setup is None else "\n".join(f"--- {w.name}\n{w.log()[-2000:]}" for w in setup.workers)
-    raise AssertionError(f"{what}: not within {timeout_s}s\n{logs}")
 
 
 class Worker:
@@ -108,6 +99,10 @@ class Setup:
         self.r = redis.Redis.from_url(self.state.url_db(0), decode_responses=True)
         self.workers = [Worker(name, self.env, self.dir) for name in ("one", "two")]
         self.app = Celery("faults", broker=self.broker.url_db(0))
+
+    def logs_tail(self) -> str:
+        """The end of both workers' logs (what a failing wait shows)."""
+        return "\n".join(f"--- {w.name}\n{w.log()[-2000:]}" for w in self.workers)
 
     def start_workers(self) -> None:
         for worker in self.workers:

@@ -13,15 +13,7 @@ from fabric import keys
 from tasks.gex import recompute as gex_recompute
 from tasks.heatmap import recompute as heatmap_recompute
 from tests.fabric.test_exposure import golden_epoch
-
-
-def wait_for(predicate, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+from tests.support.waiting import wait_for
 
 
 def test_queued_recomputes_publish_both_views(r: redis.Redis, worker: None) -> None:

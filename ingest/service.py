@@ -37,7 +37,7 @@ from datetime import datetime
 
 import orjson
 from redis.asyncio import Redis as AsyncRedis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from fabric import keys
 from fabric.contracts import contract_id_to_ticker, parse_contract_id
@@ -53,6 +53,19 @@ from ingest.subscriptions import plan_options, plan_spot, rank_for_quotes, spot_
 log = logging.getLogger(__name__)
 
 GC_THRESHOLDS = (100_000, 50, 10)  # gen-0 allocations, gen-1 and gen-2 collections (see run_ingest)
+#: A batch Redis refused this many times with an error that waiting cannot cure (a script error, WRONGTYPE on a
+#: corrupted key) is dropped, counted and logged: retrying it forever would stall the whole feed. Connection
+#: errors and transient refusals (out of memory, loading, busy, read-only replica, cluster down) are retried
+#: until Redis takes the batch.
+MAX_REFUSALS = 3
+TRANSIENT_REFUSALS = (
+    "OOM", "LOADING", "BUSY", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "NOREPLICAS",
+)  # fmt: skip
+
+
+def _refused_for_good(exc: BaseException) -> bool:
+    """True for an error reply that a retry of the same batch would only repeat."""
+    return isinstance(exc, ResponseError) and not str(exc).startswith(TRANSIENT_REFUSALS)
 
 
 @dataclass(frozen=True)
@@ -273,13 +286,13 @@ class IngestService:
             ([keys.spot(u)], [repr(tick.price), tick.ts_ms, "indices" if tick.sym.startswith("I:") else "stocks"])
             for u, tick in batch.spots.items()
         ]
-        delay = 0.05
+        delay, refused = 0.05, 0
         while True:
             _raise_if_cancelling()
             try:
                 if calls:
                     for reply in await eval_many(self.redis, "ingest_batch", calls):
-                        quotes, trades, stale, missing, buys, sells = reply
+                        quotes, trades, stale, missing, buys, sells, bad = reply
                         c = self.stats.counters
                         c["quotes_applied"] += quotes
                         c["trades_applied"] += trades
@@ -289,12 +302,21 @@ class IngestService:
                             self.stats.rejects["out_of_sequence"] += stale
                         if missing:
                             self.stats.rejects["missing_contract"] += missing
+                        if bad:
+                            c["bad_counters"] += bad
+                            log.error("%d stored counters are not integers: left unchanged", bad)
                 if spot_calls:
                     await eval_many(self.redis, "set_spot", spot_calls)
                 return
             except (RedisError, OSError) as exc:
                 _raise_if_cancelling()
                 self.stats.counters["redis_errors"] += 1
+                refused += _refused_for_good(exc)
+                if refused >= MAX_REFUSALS:  # Redis answered, and keeps refusing: retrying would stall the feed
+                    self.stats.counters["batches_dropped"] += 1
+                    log.error("redis refused the batch %d times (%s: %s); dropping its %d events", refused,
+                              type(exc).__name__, exc, batch.events_in)  # fmt: skip
+                    return
                 log.warning("redis write failed (%s: %s); retrying the batch in %.2fs", type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -39,7 +39,9 @@
 --                Stored values are written as given: ingest sends the last quote and the last trade of each
 --                contract — the ones stored — as strings, so Redis formats no number (a price given as a
 --                number is stored as the shortest text that reads back as it; counters as integer text).
--- Returns        {quotes applied, trades applied, out-of-sequence dropped, missing contracts, buys, sells}
+-- Returns        {quotes applied, trades applied, out-of-sequence dropped, missing contracts, buys, sells,
+--                 bad counters}  (a stored counter that is not an integer is left as it is and counted,
+--                 never a script error: one corrupt hash must not stop the feed)
 
 local max_age = tonumber(ARGV[1])
 local n = (#KEYS - 1) / 2
@@ -105,7 +107,7 @@ local function classify(bid, ask, quote_ts, price, ts)
   return 0
 end
 
-local quotes, trades, stale, missing, buys, sells = 0, 0, 0, 0, 0, 0
+local quotes, trades, stale, missing, buys, sells, bad = 0, 0, 0, 0, 0, 0, 0
 local K, cids = KEYS, ARGV
 local dirty, ndirty = {}, 0
 local COUNTERS = { 'flow_micro', 'buy_micro', 'sell_micro', 'volume', 'trades' }
@@ -223,8 +225,10 @@ for i = 1, n do
                 and total < LIMIT then
               fields[nf + 1], fields[nf + 2] = COUNTERS[k], format('%d', total) -- exact below 2^53
               nf = nf + 2
+            elseif type(stored) == 'string' and string.match(stored, '^%-?%d+$') then
+              call('HINCRBY', key, COUNTERS[k], format('%d', delta[k])) -- an integer beyond 2^53: Redis adds
             else
-              call('HINCRBY', key, COUNTERS[k], format('%d', delta[k]))
+              bad = bad + 1 -- not an integer: HINCRBY would fail the whole script; leave it, count it
             end
           end
         end
@@ -252,4 +256,4 @@ if ndirty > 0 and call('PTTL', KEYS[1]) == -1 then
     call('PEXPIRE', KEYS[1], ttl)
   end
 end
-return { quotes, trades, stale, missing, buys, sells }
+return { quotes, trades, stale, missing, buys, sells, bad }

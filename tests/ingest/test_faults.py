@@ -95,3 +95,55 @@ def test_redis_lost_mid_batch_is_retried_until_it_lands() -> None:
         sim.stop()
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_a_batch_redis_refuses_for_good_is_dropped_and_the_feed_goes_on() -> None:
+    """A corrupted key (a contract's GEX hash replaced by a string: HINCRBY answers WRONGTYPE) makes every
+    batch with a trade of it fail inside the script. Retrying such a batch forever would stall the feed:
+    after three refusals it is dropped, counted and logged; once the key is repaired, batches land again."""
+    server = RedisServer().start()
+    sim = SimProcess("--tick-rate", "3000", underlyings=U, seed=12).start()
+    directory = Path(tempfile.mkdtemp(prefix="mmaker-ingest-refused-"))
+    log = directory / "ingest.log"
+    proc: subprocess.Popen[bytes] | None = None
+    r = redis.Redis.from_url(server.url_db(0), decode_responses=True, socket_timeout=5)
+    try:
+        settings = dataclasses.replace(Settings.from_env({}), redis_url=server.url_db(0), underlyings=(U,),
+                                       massive_rest_url=sim.rest_url, epoch_required_components=())  # fmt: skip
+        outcome = run_snapshot(r, settings, U)
+        assert outcome.status == "created", outcome
+        gex_keys = [
+            keys.contract(U, outcome.epoch, "gex", cid) for cid in r.smembers(keys.epoch_universe(U, outcome.epoch))
+        ]
+        env = {**{k: v for k, v in os.environ.items() if k != "MASSIVE_API_KEY"}, "REDIS_URL": server.url_db(0),
+               "MMAKER_SIM_PORT": str(sim.port), "MMAKER_UNDERLYINGS": U, "PYTHONUNBUFFERED": "1"}  # fmt: skip
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "ingest"], cwd=ROOT, env=env, stdout=out,
+                                    stderr=subprocess.STDOUT)  # fmt: skip
+        wait_for(lambda: status(r)[0].get("trades_applied", 0) > 20, 60, "ingest committing trades", log)
+
+        saved = {key: r.hgetall(key) for key in gex_keys}
+        pipe = r.pipeline(transaction=False)
+        for key in gex_keys:  # every contract's GEX hash becomes a string: every batch with a trade is refused
+            pipe.delete(key)
+            pipe.set(key, "corrupted")
+        pipe.execute()
+        wait_for(lambda: status(r)[0].get("batches_dropped", 0) >= 2, 60, "refused batches dropped", log)
+        assert proc.poll() is None, log.read_text()
+        assert "dropping its" in log.read_text(errors="replace")
+
+        pipe = r.pipeline(transaction=False)
+        for key, fields in saved.items():  # repaired: the feed lands again
+            pipe.delete(key)
+            pipe.hset(key, mapping=fields)
+        pipe.execute()
+        applied = status(r)[0].get("trades_applied", 0)
+        wait_for(lambda: status(r)[0].get("trades_applied", 0) > applied + 20, 60, "trades landing again", log)
+        assert proc.poll() is None
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
+        sim.stop()
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)

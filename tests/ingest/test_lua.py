@@ -29,11 +29,14 @@ def seed(
     r.hset(GX, mapping={"strike": "650", "volume": 10})
 
 
-def run(r: redis.Redis, events: list[tuple], max_age_ms: int = 60_000) -> list[int]:
+def run(r: redis.Redis, events: list[tuple], max_age_ms: int = 60_000, bad_counters: int = 0) -> list[int]:
+    """The script's reply without its last element, the count of bad stored counters (checked here)."""
     call = EpochCall(U, E)
     for kind, cid, *values in events:
         call.add(cid, kind, *values)
-    return script(r, "ingest_batch")(keys=call.keys(), args=call.args(max_age_ms))
+    reply = script(r, "ingest_batch")(keys=call.keys(), args=call.args(max_age_ms))
+    assert reply[6] == bad_counters
+    return reply[:6]
 
 
 def trade(price: str, size: int = 1, q: int = 10, ts: int = NOW + 1, cid: str = CID) -> tuple:
@@ -232,10 +235,20 @@ def test_frames_through_the_batch_builder_store_exactly_what_they_carried(
     builder = BatchBuilder(universe, SequenceFilter())
     builder.add_frame(orjson.dumps(frame))
     ((call_keys, call_args),) = builder.build().script_calls(60_000)
-    quotes, trades, stale, missing, _, _ = script(r, "ingest_batch")(keys=call_keys, args=call_args)
+    quotes, trades, stale, missing, _, _, _ = script(r, "ingest_batch")(keys=call_keys, args=call_args)
     kept = sum(1 for i, e in enumerate(events) if e[0] == "Q" and (i + 1 == len(events) or events[i + 1][0] == "T"))
     assert (quotes, trades, stale, missing) == (kept, sum(e[0] == "T" for e in events), 0, 0)
     stored = r.hgetall(HM)
     assert {k: stored.get(k) for k in expected} == expected
     for name in ("flow_micro", "buy_micro", "sell_micro", "volume", "trades"):
         assert int(stored.get(name, 0)) == state.get(name, 0), name
+
+
+def test_a_corrupt_stored_counter_is_counted_and_left_never_a_script_error(r: redis.Redis) -> None:
+    """HINCRBY on a non-integer fails the whole script, and a failing script would be retried forever: a bad
+    counter is left as it is and counted; the good ones of the same trade are still written."""
+    seed(r)
+    r.hset(HM, mapping={"buy_micro": "abc", "volume": "1e20", "trades": "9007199254740993"})
+    assert run(r, [trade("1.10", size=2)], bad_counters=2) == [0, 1, 0, 0, 1, 0]
+    assert r.hmget(HM, "buy_micro", "volume", "flow_micro") == ["abc", "1e20", "220000000"]
+    assert r.hget(HM, "trades") == "9007199254740994"  # an integer beyond 2^53: added exactly by Redis

@@ -86,6 +86,9 @@ class TileRun:
 
 
 _layouts: dict[tuple[str, str], EpochLayout] = {}
+#: (underlying, epoch) → ((tiles version, spot, published version — None if prepared), view clock ms) of the
+#: last view this worker published or prepared (see ``REPUBLISH_UNCHANGED_MS``)
+_published: dict[tuple[str, str], tuple[tuple[int, str | None, str | None], int]] = {}
 
 
 def read_layout(r: Redis, underlying: str, epoch: str) -> EpochLayout | None:
@@ -124,9 +127,9 @@ def read_layout(r: Redis, underlying: str, epoch: str) -> EpochLayout | None:
 
 
 def forget_layouts(underlying: str, live: Iterable[str]) -> None:
-    """Drop cached layouts and tile boards of epochs that are no longer live."""
+    """Drop what this worker keeps of epochs that are no longer live: layouts, tile boards, publications."""
     keep = set(live)
-    for cache in (_layouts, _boards):
+    for cache in (_layouts, _boards, _published):
         for key in [k for k in cache if k[0] == underlying and k[1] not in keep]:
             del cache[key]
 
@@ -142,12 +145,6 @@ def _as_pairs(reply: Any) -> list[tuple[str, float]]:
     if reply and isinstance(reply[0], list | tuple):
         return [(m, float(s)) for m, s in reply]
     return [(reply[i], float(reply[i + 1])) for i in range(0, len(reply), 2)]
-
-
-def contracts_of_tiles(dirty: Iterable[str], layout: EpochLayout) -> tuple[set[int], list[str]]:
-    """The tiles holding any of ``dirty`` and every contract of those tiles."""
-    tiles = {layout.tile_of[cid] for cid in dirty if cid in layout.tile_of}
-    return tiles, [cid for tile in sorted(tiles) for cid in layout.members[tile]]
 
 
 def read_contract_values(r: Redis, underlying: str, epoch: str, cids: Iterable[str]) -> list[list[str | None]]:
@@ -300,7 +297,6 @@ def heatmap_view_json(board: TileBoard, layout: EpochLayout, underlying: str, ep
 #: model's published version still the one this worker wrote (so a flushed or restored Redis, or another
 #: writer, always gets a fresh publication).
 REPUBLISH_UNCHANGED_MS = 5_000
-_published: dict[tuple[str, str], tuple[tuple[int, str | None, str | None], int]] = {}
 
 
 def run_heatmap(r: Redis, underlying: str, *, now_ms: int | None = None) -> list[TileRun]:
@@ -313,8 +309,6 @@ def run_heatmap(r: Redis, underlying: str, *, now_ms: int | None = None) -> list
     runs = []
     live = r.zrange(keys.live_epochs(u), 0, -1)
     forget_layouts(u, live)
-    for key in [k for k in _published if k[0] == u and k[1] not in live]:
-        del _published[key]
     for epoch in live:
         layout = read_layout(r, u, epoch)
         if layout is None:
@@ -327,16 +321,16 @@ def run_heatmap(r: Redis, underlying: str, *, now_ms: int | None = None) -> list
         pipe.get(keys.model_version("heatmap", u))
         spot, model_version = pipe.execute()
         clock_ms = now_ms if now_ms is not None else time.time_ns() // 1_000_000
-        fingerprint = (board.version, spot, model_version)
-        last = _published.get((u, epoch))
-        if last is not None and last[0] == fingerprint and 0 <= clock_ms - last[1] < REPUBLISH_UNCHANGED_MS:
+        last = _published.get((u, epoch))  # ((tiles version, spot, published version or None if prepared), ms)
+        if (last is not None and last[0][:2] == (board.version, spot) and last[0][2] in (None, model_version)
+                and 0 <= clock_ms - last[1] < REPUBLISH_UNCHANGED_MS):  # fmt: skip
             runs.append(TileRun(epoch, dirty, recomputed, read, None))
             continue
         view = heatmap_view_json(board, layout, u, epoch, spot=float(spot) if spot else None, now_ms=clock_ms)
         publication = publish_encoded_view(r, "heatmap", u, epoch, view)
         if publication.published:
             _published[(u, epoch)] = ((board.version, spot, str(publication.version)), clock_ms)
-        elif publication.status == "prepared":
-            _published[(u, epoch)] = (fingerprint, clock_ms)
+        elif publication.status == "prepared":  # a warming epoch: the active one's versions do not concern it
+            _published[(u, epoch)] = ((board.version, spot, None), clock_ms)
         runs.append(TileRun(epoch, dirty, recomputed, read, publication))
     return runs

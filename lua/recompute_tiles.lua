@@ -6,9 +6,11 @@
 -- run can neither lose nor double-count flow), the tiles are written, the tiles version is bumped and the
 -- processing set is deleted. The sums are the ones models.heatmap.aggregate_tile_values makes (the
 -- reference this script is tested against); call_flow / put_flow split net flow between the calls and the
--- puts; a missing contract hash or counter adds 0. Counters are integers (ingest writes them so); one that
--- is not (any other text) makes the script write nothing and answer the error "NOT_INTEGER …": the caller
--- then runs the reference itself (which skips that contract), so odd data costs speed, never correctness.
+-- puts; a missing contract hash or counter adds 0. Counters are decimal integers (ingest writes them so);
+-- one that Lua does not read as a whole number ("abc", "1.5", "", "nan") makes the script write nothing and
+-- answer the error "NOT_INTEGER …", and the caller runs the reference itself (which skips that contract).
+-- Deliberately not checked, to keep the per-contract cost down: other spellings of a whole number ("1e3",
+-- "0x10", "5.0"), which Lua reads as that number and the reference skips — no writer produces them.
 --
 -- Exactness: Lua numbers are doubles, exact for integers below 2^53. Every partial sum of a tile is bounded
 -- by the sum of the absolute values of all its counters, so while that stays below 2^53 every sum is exact.

@@ -9,20 +9,27 @@ sides share only the deque and two byte counters, each written by one side. Past
 frames not yet written, frames are dropped and counted (``dropped_frames``, logged at most every 5 s):
 recording must never slow the feed down.
 
-Each feed's file is rotated past ``rotate_bytes`` (compressed); after a rotation the oldest files of the
-feeds this recorder writes are deleted until they hold at most ``max_bytes`` — so the budget is per
-process (ingest, each chain worker). Every second the open files are sync-flushed: a process killed
-without :meth:`Recorder.close` loses at most the last second, and the reader keeps what was written.
+Each feed's file is rotated past ``rotate_bytes`` (compressed); file names carry the process id
+(``<feed>-<start>-p<pid>.jsonl.gz``), and after a rotation the oldest of *this process's* files of the
+feeds it writes are deleted until they hold at most ``max_bytes`` — so the budget is per process (ingest,
+each chain worker), and processes sharing a directory never delete each other's files. Files left by
+processes that no longer run (a previous run; checked on this host, so processes sharing a directory must
+share a host) are adopted into the budget: they are deleted first, oldest first. Every second the open
+files are sync-flushed: a process killed without :meth:`Recorder.close` loses at most the last second, and
+the reader keeps what was written. Recorders still open when the interpreter exits are closed (``atexit``),
+so their files end with a gzip trailer.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gzip
 import logging
 import os
 import threading
 import time
+import weakref
 import zlib
 from collections import Counter, deque
 from pathlib import Path
@@ -38,6 +45,33 @@ COMPRESS_LEVEL = 3
 FLUSH_EVERY_S = 1.0
 LOG_EVERY_S = 5.0
 IDLE_SLEEP_S = 0.02
+EXIT_CLOSE_TIMEOUT_S = 10.0
+
+_live: weakref.WeakSet[Recorder] = weakref.WeakSet()  # recorders of this process not closed yet
+_open_paths: set[Path] = set()  # files any recorder of this process is writing: never pruned
+
+
+def _process_alive(pid: int) -> bool:
+    """True when a process ``pid`` runs on this host (one we may not signal counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # not ours to signal, or unknown: keep its files
+    return True
+
+
+@atexit.register
+def close_all() -> None:
+    """Close every recorder of this process still open (registered with ``atexit``: the chain worker's
+    recorder is never closed otherwise; a Celery prefork child leaves through ``os._exit``, so a
+    ``worker_process_shutdown`` handler must call this there)."""
+    for recorder in list(_live):
+        try:
+            recorder.close(EXIT_CLOSE_TIMEOUT_S)
+        except Exception:  # exiting anyway: close the others
+            log.exception("closing %r at exit failed", recorder)
 
 
 class _Series:
@@ -46,6 +80,7 @@ class _Series:
     def __init__(self, path: Path, level: int) -> None:
         self.path = path
         self.raw: BinaryIO = open(path, "xb")  # noqa: SIM115 - closed by close()
+        _open_paths.add(path)
         self.gz = gzip.GzipFile(filename="", mode="wb", fileobj=self.raw, compresslevel=level, mtime=0)
 
     def size(self) -> int:
@@ -59,6 +94,7 @@ class _Series:
             self.gz.close()
         finally:
             self.raw.close()
+            _open_paths.discard(self.path)
 
 
 class Recorder:
@@ -72,7 +108,10 @@ class Recorder:
         max_bytes: int = 1024 * MB,
         queue_max_bytes: int = 64 * MB,
         compress_level: int = COMPRESS_LEVEL,
+        pid: int | None = None,
     ) -> None:
+        """``pid`` names this recorder's files and is whose files it prunes (this process by default)."""
+        self.pid = os.getpid() if pid is None else pid
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.rotate_bytes = max(1, rotate_bytes)
@@ -84,12 +123,14 @@ class Recorder:
         self._put_bytes = 0  # written by producers only
         self._done_bytes = 0  # written by the writer thread only
         self._dropped = 0  # producers only
+        self._dropped_snapshots = 0  # producers only
         self._series: dict[str, _Series] = {}
         self._feeds: set[str] = set()
         self._closing = threading.Event()
         self._closed = False
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        _live.add(self)
 
     def __repr__(self) -> str:
         return f"Recorder({str(self.directory)!r})"
@@ -111,10 +152,18 @@ class Recorder:
     def chain_snapshot(
         self, asset: str, pages: list[tuple[str, int, bytes]], started_ns: int, finished_ns: int
     ) -> None:
-        """Record one complete chain snapshot: ``pages`` are (path + query, receive time ns, body)."""
+        """Record one complete chain snapshot: ``pages`` are (path + query, receive time ns, body); like a
+        frame, dropped (counted and logged) when it does not fit in the queue, ignored once closed."""
+        if self._closed:
+            return
         line = recording.chain_line(asset, pages, started_ns, finished_ns)
+        if self._put_bytes - self._done_bytes + len(line) > self.queue_max_bytes:
+            self._dropped_snapshots += 1
+            log.warning("recorder queue full: chain snapshot of %s dropped from the recording (%d so far)",
+                        asset, self._dropped_snapshots)  # fmt: skip
+            return
         self._put_bytes += len(line)
-        self._pending.append((recording.CHAIN_FEED, line))
+        self._pending.append((recording.CHAIN_FEED, line, finished_ns))
         if self._thread is None:
             self._start()
 
@@ -123,10 +172,16 @@ class Recorder:
         """Frames dropped because the write queue was full."""
         return self._dropped
 
+    @property
+    def dropped_snapshots(self) -> int:
+        """Chain snapshots dropped because the write queue was full."""
+        return self._dropped_snapshots
+
     def close(self, timeout_s: float = 30.0) -> None:
         """Write what is queued, close every file (with its gzip trailer) and stop the thread."""
         self._closed = True
         self._closing.set()
+        _live.discard(self)
         if self._thread is not None:
             self._thread.join(timeout_s)
         else:
@@ -162,6 +217,7 @@ class Recorder:
                     break
                 time.sleep(IDLE_SLEEP_S)
         self.counters["dropped_frames"] = self._dropped
+        self.counters["dropped_snapshots"] = self._dropped_snapshots
         self._close_files()
 
     def _write(self, item: tuple) -> None:
@@ -171,9 +227,8 @@ class Recorder:
             line = recording.frame_line(feed, conn, raw, ts_recv_ns)
             ts = ts_recv_ns
         else:
-            feed, line = item
+            feed, line, ts = item
             size = len(line)
-            ts = time.time_ns()
         try:
             series = self._series.get(feed) or self._open(feed, ts)
             series.gz.write(line)
@@ -193,10 +248,10 @@ class Recorder:
 
     def _open(self, feed: str, ts_ns: int) -> _Series:
         n = 0
-        while (self.directory / recording.file_name(feed, ts_ns, n)).exists():
+        while (self.directory / recording.file_name(feed, ts_ns, n, pid=self.pid)).exists():
             n += 1
-        series = _Series(self.directory / recording.file_name(feed, ts_ns, n), self.compress_level)
-        series.gz.write(recording.header_line(feed))
+        series = _Series(self.directory / recording.file_name(feed, ts_ns, n, pid=self.pid), self.compress_level)
+        series.gz.write(recording.header_line(feed, self.pid))
         self._series[feed] = series
         self._feeds.add(feed)
         self.counters["files"] += 1
@@ -216,15 +271,25 @@ class Recorder:
                 log.error("recording flush failed (%s): %s", feed, exc)
 
     def _prune(self) -> None:
-        """Delete the oldest closed files of this recorder's feeds until they fit in ``max_bytes``."""
-        open_paths = {s.path for s in self._series.values()}
-        files = [p for paths in recording.recording_files(self.directory, self._feeds).values() for p in paths]
+        """Delete the oldest closed files of this process (and of processes no longer running) of this
+        recorder's feeds until they fit in ``max_bytes``; other running processes' files are never touched."""
+        open_paths = set(_open_paths)
+        alive: dict[int | None, bool] = {self.pid: True, None: True}  # None: an old name without a pid
         sized = []
-        for path in files:
-            try:
-                sized.append((recording.parse_file_name(path.name)[1:], path, path.stat().st_size))  # type: ignore[index]
-            except OSError:
-                continue
+        for paths in recording.recording_files(self.directory, self._feeds).values():
+            for path in paths:
+                parsed = recording.parse_file_name(path.name)
+                if parsed is None:
+                    continue
+                if parsed.pid not in alive:
+                    alive[parsed.pid] = _process_alive(parsed.pid)  # type: ignore[arg-type]
+                if parsed.pid != self.pid and alive[parsed.pid]:
+                    continue  # another running process's file: its own budget
+                try:
+                    orphan = parsed.pid != self.pid
+                    sized.append(((not orphan, parsed.start, parsed.n), path, path.stat().st_size))
+                except OSError:
+                    continue
         total = sum(size for _, _, size in sized)
         for _, path, size in sorted(sized):
             if total <= self.max_bytes:

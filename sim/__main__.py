@@ -60,7 +60,7 @@ def player_from_namespace(args: argparse.Namespace) -> Player | None:
     if not args.replay:
         return None
     if not recording_files(args.replay):
-        raise SystemExit(f"python -m sim: no recording in {args.replay} (expected <feed>-<start>.jsonl.gz files)")
+        raise SystemExit(f"python -m sim: no recording in {args.replay} (expected <feed>-<start>-p<pid>.jsonl.gz)")
     return Player(args.replay, speed=args.speed, start=args.replay_start, wait_s=args.replay_wait_s)
 
 

@@ -41,7 +41,7 @@ from fabric.recording import (
     FrameRecord,
     Record,
     canonical_request,
-    read_feed,
+    first_chain_records,
     read_recording,
     recording_files,
 )
@@ -201,16 +201,14 @@ class Player:
         self._go: asyncio.Event | None = None
 
     def load(self) -> None:
-        """Check the recording and find the first snapshot of each asset (blocking: run it in a thread)."""
+        """Check the recording and find the first snapshot of every asset (blocking: run it in a thread)."""
         files = recording_files(self.directory)
         if not files:
-            raise FileNotFoundError(f"no recording in {self.directory} (expected <feed>-<start>.jsonl.gz files)")
-        for record in read_feed(files.get(CHAIN_FEED, [])):
-            if not isinstance(record, ChainRecord):
-                continue
-            if record.asset in self.snapshots:
-                break  # the snapshots cycle through the assets: each was seen once
-            self.snapshots[record.asset] = RecordedSnapshot(record)
+            raise FileNotFoundError(f"no recording in {self.directory} (expected <feed>-<start>-p<pid>.jsonl.gz files)")
+        # the whole chain series: the schedule is per underlying, so SPY may be snapshotted many times
+        # before SPX's first snapshot — every asset recorded must have one before playback starts
+        for asset, record in first_chain_records(files.get(CHAIN_FEED, [])).items():
+            self.snapshots[asset] = RecordedSnapshot(record)
         self.state = "waiting"
         log.warning("replaying %s: feeds %s, first snapshots of %s", self.directory, sorted(files),
                     sorted(self.snapshots) or "none")  # fmt: skip

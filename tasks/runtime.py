@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from functools import cache
 
+from celery.signals import worker_process_shutdown
 from redis import Redis
 
 from chain.fetch import ChainFetcher
 from chain.snapshot import fetcher_from_settings
 from fabric.redis_client import redis_from_settings
 from fabric.settings import get_settings
+from ingest.record import close_all as close_recordings
 
 
 @cache
@@ -28,3 +30,10 @@ def reset() -> None:
     """Forget the cached clients (tests that change the environment call this)."""
     state_redis.cache_clear()
     chain_fetcher.cache_clear()
+
+
+@worker_process_shutdown.connect
+def _close_recordings(**_: object) -> None:
+    """A prefork child leaves through ``os._exit`` (no ``atexit``): close its chain recording here, so the
+    file ends with its gzip trailer."""
+    close_recordings()

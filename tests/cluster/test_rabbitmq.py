@@ -1,9 +1,12 @@
 """The Celery broker apart from the state store: a real worker consuming ``chain`` and ``heatmap`` from the
-RabbitMQ running on this machine (``CELERY_BROKER_URL=amqp://guest:guest@127.0.0.1:5672//``), state on a
-Redis Cluster (``REDIS_URL=redis+cluster://…``) — the deployment where the broker must be a separate service.
+RabbitMQ running on this machine, state on a Redis Cluster (``REDIS_URL=redis+cluster://…``) — the deployment
+where the broker must be a separate service.
 
-The queue names are the app's fixed ones, so the two queues are purged before and after the test
-(``celery -A tasks purge -f -Q chain,heatmap``).
+The test has a virtual host of its own, ``mmaker-test``
+(``CELERY_BROKER_URL=amqp://guest:guest@127.0.0.1:5672/mmaker-test``), created with ``rabbitmqctl`` when it
+is missing: the queue names are the app's fixed ones, and a dev stack on the same broker (default vhost ``/``)
+must keep its queued tasks. The test's two queues are purged before and after the test
+(``celery -A tasks purge -f -Q chain,heatmap``, in that vhost only).
 """
 
 from __future__ import annotations
@@ -26,13 +29,56 @@ from tests.support.cluster import RedisCluster
 from tests.support.servers import ROOT, SimProcess
 from tests.support.waiting import wait_for
 
-BROKER = "amqp://guest:guest@127.0.0.1:5672//"
+VHOST = "mmaker-test"
+BROKER = f"amqp://guest:guest@127.0.0.1:5672/{VHOST}"
+DEFAULT_VHOST = "amqp://guest:guest@127.0.0.1:5672//"
+#: Idempotent: an existing vhost or permission is left as it is (rabbitmqctl needs root or the rabbitmq user).
+CREATE_VHOST = (
+    ["rabbitmqctl", "add_vhost", VHOST],
+    ["rabbitmqctl", "set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*"],
+)
 QUEUES = "chain,heatmap"
 CELERY = str(Path(sys.executable).parent / "celery")
 
 
-def _env(redis_url: str, sim: SimProcess) -> dict[str, str]:
-    env = {**os.environ, "REDIS_URL": redis_url, "CELERY_BROKER_URL": BROKER, "MMAKER_SIM_PORT": str(sim.port)}
+def _connection_error(url: str) -> Exception | None:
+    """Why ``url`` cannot be connected to, or None when it can."""
+    try:
+        with Connection(url, connect_timeout=5) as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception as exc:  # whatever the transport raises: refused, access refused, vhost not found
+        return exc
+    return None
+
+
+@pytest.fixture(scope="module")
+def broker() -> str:
+    """The test's vhost on this machine's RabbitMQ, created (``rabbitmqctl``) when the guest user cannot open it."""
+    if _connection_error(BROKER) is None:
+        return BROKER
+    if (down := _connection_error(DEFAULT_VHOST)) is not None:
+        pytest.fail(
+            f"RabbitMQ is not reachable at {DEFAULT_VHOST} ({down}): apt-get install rabbitmq-server and start it"
+        )
+    tried: list[str] = []
+    for command in CREATE_VHOST:
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            tried.append(f"{' '.join(command)}: {exc}")
+            break
+        tried.append(f"{' '.join(command)}: exit {done.returncode} {done.stdout.strip()} {done.stderr.strip()}")
+        if done.returncode != 0:
+            break
+    if (error := _connection_error(BROKER)) is not None:
+        how = " && ".join(f"sudo {' '.join(c)}" for c in CREATE_VHOST).replace(".*", "'.*'")
+        pytest.fail(f"the test's RabbitMQ vhost is not usable at {BROKER} ({error}); creating it failed:\n"
+                    + "\n".join(tried) + f"\ncreate it once with: {how}")  # fmt: skip
+    return BROKER
+
+
+def _env(redis_url: str, sim: SimProcess, broker: str) -> dict[str, str]:
+    env = {**os.environ, "REDIS_URL": redis_url, "CELERY_BROKER_URL": broker, "MMAKER_SIM_PORT": str(sim.port)}
     return {**env, "MMAKER_EPOCH_REQUIRED": "none", "MMAKER_UNDERLYINGS": "SPY,SPX", "PYTHONUNBUFFERED": "1"}
 
 
@@ -43,14 +89,11 @@ def _purge(env: dict[str, str]) -> None:
 
 
 @pytest.fixture
-def rabbit_worker(rc: ClusterClient, cluster: RedisCluster, sim: SimProcess) -> Iterator[tuple[dict[str, str], Path]]:
-    """A worker subprocess on RabbitMQ (queues purged before and after); yields its env and log file."""
-    try:
-        with Connection(BROKER, connect_timeout=5) as connection:
-            connection.ensure_connection(max_retries=1)
-    except Exception as exc:
-        pytest.fail(f"RabbitMQ is not reachable at {BROKER} ({exc}): apt-get install rabbitmq-server and start it")
-    env = _env(cluster.url, sim)
+def rabbit_worker(
+    rc: ClusterClient, cluster: RedisCluster, sim: SimProcess, broker: str
+) -> Iterator[tuple[dict[str, str], Path]]:
+    """A worker subprocess on the test's vhost (its queues purged before and after); yields its env and log."""
+    env = _env(cluster.url, sim, broker)
     _purge(env)
     log = Path(tempfile.mkstemp(prefix="mmaker-rabbit-worker-", suffix=".log")[1])
     with log.open("wb") as out:
@@ -80,7 +123,7 @@ def test_a_worker_on_rabbitmq_runs_called_tasks_and_discards_expired_ones(
     env, log = rabbit_worker
     r = rc
     monkeypatch.setenv("CELERY_BROKER_URL", BROKER)  # Celery lets this variable win over an app's own broker
-    assert "amqp://guest:**@127.0.0.1:5672//" in log.read_text(errors="replace")  # the worker's banner
+    assert f"amqp://guest:**@127.0.0.1:5672/{VHOST}" in log.read_text(errors="replace")  # the worker's banner
 
     # `celery call` through RabbitMQ: a chain snapshot (queue chain) creates and promotes SPY's epoch
     called = subprocess.run([CELERY, "-A", "tasks", "call", "tasks.chain.snapshot", "--args", '["SPY"]'], cwd=ROOT,

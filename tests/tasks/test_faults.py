@@ -3,8 +3,9 @@
 Two workers (every queue, ``-c 1`` each, as on two hosts) against their own state Redis and broker Redis
 (a separate server, so pausing the state store's writes never stalls the broker) and a private simulator.
 ``CLIENT PAUSE … WRITE`` on the state store makes the interleavings exact instead of timed: both workers are
-held at the lock's ``SET NX`` before either proceeds; a heatmap run is held after it took the dirty set; a chain
-snapshot is held inside its MULTI, before EXEC — and then killed with SIGKILL (the pool child with it).
+held at the lock's ``SET NX`` before either proceeds; a heatmap run is held after it took the dirty set (the
+attempt made again if the run wrote its tiles before the pause landed); a chain snapshot is held inside its
+MULTI, before EXEC — and then killed with SIGKILL (the pool child with it).
 """
 
 from __future__ import annotations
@@ -246,21 +247,63 @@ def test_the_same_task_twice_at_once_runs_once(setup: Setup, task: str) -> None:
         assert setup.active() == epoch and r.zrange(keys.live_epochs(U), 0, -1) == [epoch]
 
 
+#: Attempts at pausing a heatmap run between taking the dirty set and writing the tiles (see below).
+HOLD_ATTEMPTS = 5
+
+
+def held_after_take(setup: Setup, epoch: str) -> tuple[int, dict[str, str], str | None]:
+    """Dirty every contract, send a heatmap run and pause the state store's writes the moment the run took the
+    dirty set (``take_dirty.lua``), before its ``recompute_tiles.lua`` writes the tiles; returns with writes
+    paused: (contracts dirtied, tiles before, tiles version before).
+
+    A keyspace notification of the processing set (sent by Redis while it runs ``take_dirty.lua``) triggers
+    the pause: no polling, so the pause usually lands while the worker is still reading the dirty contracts.
+    Both scripts are writes, so nothing can let the first through and hold the second: on a loaded machine the
+    run may still write first. Then that run is left to finish and the whole attempt is made again.
+    """
+    r = setup.r
+    processing = keys.dirty_processing(U, epoch)
+    r.config_set("notify-keyspace-events", "Kgs")  # RENAME (g) or SUNIONSTORE (s) into the processing set
+    pubsub = r.pubsub()
+    try:
+        pubsub.subscribe(f"__keyspace@0__:{processing}")
+        wait_for(lambda: (pubsub.get_message(timeout=0.1) or {}).get("type") == "subscribe", 10, "subscribed")
+        for attempt in range(1, HOLD_ATTEMPTS + 1):
+            tiles_before = r.hgetall(keys.heatmap_tiles(U, epoch))
+            version_before = r.get(keys.heatmap_tiles_version(U, epoch))
+            runs_before = len(setup.statuses("tasks.heatmap.recompute"))
+            traded = trade_everywhere(r, epoch, step=3)  # every contract dirty: a long run
+            assert not r.exists(processing)
+            while pubsub.get_message(timeout=0) is not None:  # the last attempt's events (its run's DEL)
+                pass
+            setup.send("tasks.heatmap.recompute")
+            deadline = time.monotonic() + 60
+            while True:  # blocks in the read of the notification: no busy loop
+                message = pubsub.get_message(timeout=1.0)
+                if message is not None and message["data"] in ("rename_to", "sunionstore"):
+                    break
+                assert time.monotonic() < deadline, f"the heatmap run never took the dirty set\n{setup.logs_tail()}"
+            setup.pause_writes()
+            if r.exists(processing):  # held: the tiles and the processing set go in one script call
+                return traded, tiles_before, version_before
+            setup.unpause()  # the run wrote first: let it finish, then try again
+            wait_for(lambda n=runs_before: len(setup.statuses("tasks.heatmap.recompute")) > n, 60,
+                     f"the heatmap run of attempt {attempt} finished", setup)  # fmt: skip
+            assert not r.exists(keys.dirty_contracts(U, epoch), processing)
+        raise AssertionError(f"every one of {HOLD_ATTEMPTS} heatmap runs wrote its tiles before the pause")
+    finally:
+        pubsub.close()
+        r.config_set("notify-keyspace-events", "")
+
+
 def test_a_heatmap_worker_killed_mid_run_loses_and_double_counts_nothing(setup: Setup) -> None:
     r = setup.r
     epoch = setup.active()
     run(setup, "tasks.heatmap.recompute")  # start from drained dirty sets and a warm worker
-    tiles_before = r.hgetall(keys.heatmap_tiles(U, epoch))
-    version_before = r.get(keys.heatmap_tiles_version(U, epoch))
-    traded = trade_everywhere(r, epoch, step=3)  # every contract dirty: a long run
     processing = keys.dirty_processing(U, epoch)
-    setup.send("tasks.heatmap.recompute")
-    deadline = time.monotonic() + 60
-    while not r.exists(processing):  # the run took the dirty set; hold it before it writes the tiles
-        assert time.monotonic() < deadline, "the heatmap run never took the dirty set"
-    setup.pause_writes()
+    traded, tiles_before, version_before = held_after_take(setup, epoch)  # writes paused from here
     try:
-        assert r.exists(processing), "the run finished before the pause (make the dirty set larger)"
+        assert r.exists(processing)
         setup.kill_workers()
     finally:
         setup.unpause()

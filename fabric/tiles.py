@@ -315,11 +315,14 @@ def run_heatmap(r: Redis, underlying: str, *, now_ms: int | None = None) -> list
             continue
         load_board(r, u, epoch, layout)
         dirty, recomputed, read = recompute_tiles(r, u, epoch, layout)
-        board = load_board(r, u, epoch, layout)
         pipe = r.pipeline(transaction=False)
         pipe.hget(keys.spot(u), "price")
         pipe.get(keys.model_version("heatmap", u))
-        spot, model_version = pipe.execute()
+        pipe.get(keys.heatmap_tiles_version(u, epoch))
+        spot, model_version, tiles_version = pipe.execute()
+        board = _boards.get((u, epoch))
+        if board is None or board.version != int(tiles_version or 0):  # another writer moved it: re-read
+            board = load_board(r, u, epoch, layout)
         clock_ms = now_ms if now_ms is not None else time.time_ns() // 1_000_000
         last = _published.get((u, epoch))  # ((tiles version, spot, published version or None if prepared), ms)
         if (last is not None and last[0][:2] == (board.version, spot) and last[0][2] in (None, model_version)

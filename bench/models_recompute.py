@@ -40,7 +40,8 @@ def sim_spx_chain(now_ms: int) -> tuple[list[dict], float]:
     return rows, float(rows[0]["underlying_asset"]["value"])
 
 
-def _median_ms(fn: Callable[[], Any], repeats: int, before: Callable[[], Any] | None = None) -> float:
+def median_ms(fn: Callable[[], Any], repeats: int, before: Callable[[], Any] | None = None) -> float:
+    """The median wall time of ``repeats`` calls of ``fn`` in ms (``before`` runs untimed before each)."""
     samples = []
     for _ in range(repeats):
         if before is not None:
@@ -134,15 +135,15 @@ def run(repeats: int = 15) -> list[Result]:
             (result,) = tiles.run_heatmap(r, u)
             assert result.publication is not None and result.publication.published
 
-        recompute_1k = _median_ms(lambda: tiles.recompute_tiles(r, u, epoch, layout), repeats, mark(1000))
-        full_1k = _median_ms(heatmap_run, repeats, mark(1000))
-        full_20k = _median_ms(heatmap_run, max(3, repeats // 3), mark(len(cids)))
-        base_heatmap = _median_ms(lambda: _baseline_heatmap(r), 3)
+        recompute_1k = median_ms(lambda: tiles.recompute_tiles(r, u, epoch, layout), repeats, mark(1000))
+        full_1k = median_ms(heatmap_run, repeats, mark(1000))
+        full_20k = median_ms(heatmap_run, max(3, repeats // 3), mark(len(cids)))
+        base_heatmap = median_ms(lambda: _baseline_heatmap(r), 3)
 
         exposure._cache.clear()
-        gex_cold = _median_ms(lambda: exposure.run_gex(r, u, rate=0.04, now_ms=now_ms), 3, exposure._cache.clear)
-        gex_warm = _median_ms(lambda: exposure.run_gex(r, u, rate=0.04, now_ms=now_ms), repeats)
-        base_gex = _median_ms(lambda: _baseline_gex(r, spot, now_ms), 1)
+        gex_cold = median_ms(lambda: exposure.run_gex(r, u, rate=0.04, now_ms=now_ms), 3, exposure._cache.clear)
+        gex_warm = median_ms(lambda: exposure.run_gex(r, u, rate=0.04, now_ms=now_ms), repeats)
+        base_gex = median_ms(lambda: _baseline_gex(r, spot, now_ms), 1)
         n = len(cids)
         return [
             Result.compare("heatmap recompute, 1,000 dirty of 20k", full_1k, "ms", base_heatmap,

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import os
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bench.ingest_throughput import cpu_seconds
+from bench.models_recompute import median_ms
 from bench.results import Result
 from chain.snapshot import run_snapshot
 from fabric import exposure, keys, tiles
@@ -42,17 +41,6 @@ WARMUP_S = 6.0
 WINDOW_S = 10.0
 RUNS = 7
 DIRTY_PER_RUN = 1_000  # contracts marked dirty before each timed heatmap run (plus what ingest marks)
-
-
-def _median_ms(fn: Callable[[], Any], runs: int, before: Callable[[], Any] | None = None) -> float:
-    samples = []
-    for _ in range(runs):
-        if before is not None:
-            before()
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(samples)
 
 
 def _committed(r: Any) -> int:
@@ -102,10 +90,10 @@ def measure(redis_url: str, redis_pids: list[int], underlyings: tuple[str, ...])
                 r.sadd(keys.dirty_contracts(u, epoch), *rng.sample(cids, min(DIRTY_PER_RUN, len(cids))))
 
             exposure._cache.clear()
-            gex_cold = _median_ms(lambda u=u: exposure.run_gex(r, u, rate=0.04), 1)
+            gex_cold = median_ms(lambda u=u: exposure.run_gex(r, u, rate=0.04), 1)
             recompute[u] = {
-                "heatmap_ms": _median_ms(lambda u=u: tiles.run_heatmap(r, u), RUNS, mark),
-                "gex_ms": _median_ms(lambda u=u: exposure.run_gex(r, u, rate=0.04), RUNS),
+                "heatmap_ms": median_ms(lambda u=u: tiles.run_heatmap(r, u), RUNS, mark),
+                "gex_ms": median_ms(lambda u=u: exposure.run_gex(r, u, rate=0.04), RUNS),
                 "gex_cold_ms": gex_cold,
             }
         return {

@@ -25,6 +25,7 @@ from beat_schedule.controller import CadenceBounds, next_chain_interval_s
 from fabric import keys
 from fabric.settings import Settings
 from models.heatmap import aggregate_tiles, unpack_tile
+from tests.e2e.views import ViewLedger
 from tests.support.servers import RedisServer
 from tests.support.stack import Stack
 from tests.support.waiting import wait_for
@@ -52,28 +53,27 @@ def stack() -> Iterator[Stack]:
         server.stop()
 
 
-class Watcher(threading.Thread):
-    """Reads every view every few ms, atomically with the active pointer, and records any violation.
+class Watcher(threading.Thread, ViewLedger):
+    """Reads every view every few ms, atomically with the active pointer, and records any violation; also
+    every chain run recorded in the cadence hash.
 
     A Redis error is a violation unless ``redis_down`` is set (the test is restarting Redis).
     """
 
     def __init__(self, url: str) -> None:
-        super().__init__(daemon=True)
+        threading.Thread.__init__(self, daemon=True)
+        ViewLedger.__init__(self, UNDERLYINGS, MODELS)
         self.r = redis.Redis.from_url(url, decode_responses=True, socket_timeout=2, socket_connect_timeout=2)
         self.stop_event = threading.Event()
         self.redis_down = threading.Event()
-        self.violations: list[str] = []
-        self.latest: dict[tuple[str, str], int] = {}
-        self.as_of_ms: dict[tuple[str, str], int] = {}
         self.cadences: dict[str, list[dict[str, str]]] = {u: [] for u in UNDERLYINGS}  # every recorded run
         self.rounds_ok = 0
 
     def run(self) -> None:
-        seen: set[tuple[str, str]] = set()
         while not self.stop_event.is_set():
             try:
-                self._round(seen)
+                self._read_cadences()
+                self.read_views(self.r)
                 self.rounds_ok += 1
             except redis.RedisError as exc:
                 if not self.redis_down.is_set():
@@ -81,30 +81,12 @@ class Watcher(threading.Thread):
                 time.sleep(0.05)
             time.sleep(0.01)
 
-    def _round(self, seen: set[tuple[str, str]]) -> None:
+    def _read_cadences(self) -> None:
         for u in UNDERLYINGS:
             record = self.r.hgetall(keys.chain_cadence(u))
             history = self.cadences[u]
             if record and (not history or history[-1].get("runs") != record.get("runs")):
                 history.append(record)
-            for model in MODELS:
-                pipe = self.r.pipeline(transaction=True)
-                pipe.get(keys.model_view(model, u))
-                pipe.get(keys.active_epoch(u))
-                raw, active = pipe.execute()
-                if raw is None:
-                    if (model, u) in seen:
-                        self.violations.append(f"{model} {u}: the view disappeared (a gap)")
-                    continue
-                seen.add((model, u))
-                view = orjson.loads(raw)
-                if view["epoch"] != active:
-                    self.violations.append(f"{model} {u}: view of epoch {view['epoch']}, active {active}")
-                last = self.latest.get((model, u))
-                if last is not None and view["version"] < last:
-                    self.violations.append(f"{model} {u}: version went back {last} → {view['version']}")
-                self.latest[(model, u)] = view["version"]
-                self.as_of_ms[(model, u)] = view["as_of_ms"]
 
     def wait_advanced(self, stack: Stack, what: str, timeout_s: float = 40) -> None:
         """Until every view has a newer version, computed after now (a promotion publishing prepared views

@@ -12,6 +12,7 @@ import redis
 import requests
 
 from fabric import keys
+from tests.e2e.views import ViewLedger
 from tests.support.servers import RedisServer
 from tests.support.stack import Stack
 from tests.support.waiting import wait_for
@@ -31,39 +32,18 @@ def stack() -> Iterator[Stack]:
         server.stop()
 
 
-class Watcher(threading.Thread):
+class Watcher(threading.Thread, ViewLedger):
     """Reads every view every few ms, atomically with the active pointer, and records any violation."""
 
     def __init__(self, r: redis.Redis) -> None:
-        super().__init__(daemon=True)
+        threading.Thread.__init__(self, daemon=True)
+        ViewLedger.__init__(self, UNDERLYINGS, MODELS)
         self.r = r
         self.stop_event = threading.Event()
-        self.violations: list[str] = []
-        self.versions: dict[tuple[str, str], list[int]] = {}
-        self.epochs: dict[str, set[str]] = {u: set() for u in UNDERLYINGS}
 
     def run(self) -> None:
-        seen: set[tuple[str, str]] = set()
         while not self.stop_event.is_set():
-            for u in UNDERLYINGS:
-                for model in MODELS:
-                    pipe = self.r.pipeline(transaction=True)
-                    pipe.get(keys.model_view(model, u))
-                    pipe.get(keys.active_epoch(u))
-                    raw, active = pipe.execute()
-                    if raw is None:
-                        if (model, u) in seen:
-                            self.violations.append(f"{model} {u}: the view disappeared (a gap)")
-                        continue
-                    seen.add((model, u))
-                    view = orjson.loads(raw)
-                    if view["epoch"] != active:
-                        self.violations.append(f"{model} {u}: view of epoch {view['epoch']}, active {active}")
-                    history = self.versions.setdefault((model, u), [])
-                    if history and view["version"] < history[-1]:
-                        self.violations.append(f"{model} {u}: version went back {history[-1]} → {view['version']}")
-                    history.append(view["version"])
-                    self.epochs[u].add(view["epoch"])
+            self.read_views(self.r)
             time.sleep(0.02)
 
 

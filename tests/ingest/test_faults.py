@@ -12,6 +12,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -41,9 +43,23 @@ def trades_in_redis(r: redis.Redis, epoch: str) -> int:
     return sum(int(n or 0) for n in pipe.execute())
 
 
-def test_redis_lost_mid_batch_is_retried_until_it_lands() -> None:
-    server = RedisServer(aof=True).start()
-    sim = SimProcess("--tick-rate", "3000", underlyings=U, seed=11).start()
+@dataclasses.dataclass
+class Running:
+    """A test redis-server, the simulator, a promoted SPY epoch and ``python -m ingest`` committing into it."""
+
+    server: RedisServer
+    sim: SimProcess
+    r: redis.Redis
+    epoch: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+@contextmanager
+def ingest_running(*, seed: int, aof: bool = False) -> Iterator[Running]:
+    """Start everything, wait until ingest commits trades, yield; stop everything whatever happened."""
+    server = RedisServer(aof=aof).start()
+    sim = SimProcess("--tick-rate", "3000", underlyings=U, seed=seed).start()
     directory = Path(tempfile.mkdtemp(prefix="mmaker-ingest-faults-"))
     log = directory / "ingest.log"
     proc: subprocess.Popen[bytes] | None = None
@@ -59,7 +75,19 @@ def test_redis_lost_mid_batch_is_retried_until_it_lands() -> None:
             proc = subprocess.Popen([sys.executable, "-m", "ingest"], cwd=ROOT, env=env, stdout=out,
                                     stderr=subprocess.STDOUT)  # fmt: skip
         wait_for(lambda: status(r)[0].get("trades_applied", 0) > 50, 60, "ingest committing trades", log)
+        yield Running(server, sim, r, outcome.epoch or "", proc, log)
+    finally:
+        if proc is not None:
+            kill_tree(proc)
+        r.close()
+        sim.stop()
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
+
+def test_redis_lost_mid_batch_is_retried_until_it_lands() -> None:
+    with ingest_running(seed=11, aof=True) as run:
+        r, proc, log, server, sim = run.r, run.proc, run.log, run.server, run.sim
         before, rejects_before = status(r)
         server.kill()  # mid-batch: at 3,000 events/s a batch is always on its way
         time.sleep(1.5)
@@ -81,47 +109,22 @@ def test_redis_lost_mid_batch_is_retried_until_it_lands() -> None:
 
         wait_for(settled, 30, "ingest idle", log)
         counters, rejects = status(r)
-        held = trades_in_redis(r, outcome.epoch or "")
+        held = trades_in_redis(r, run.epoch)
         # Every trade ingest counted as applied is in Redis exactly once. Redis can hold more only when a
         # batch landed but its reply was lost with the connection: the retry is then dropped by sequence
         # number (counted out_of_sequence) instead of being applied twice.
         replayed = rejects.get("out_of_sequence", 0) - rejects_before.get("out_of_sequence", 0)
         assert counters["trades_applied"] <= held <= counters["trades_applied"] + replayed, (held, counters, rejects)
         assert counters["trades_applied"] > before.get("trades_applied", 0)
-    finally:
-        if proc is not None:
-            kill_tree(proc)
-        r.close()
-        sim.stop()
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_a_batch_redis_refuses_for_good_is_dropped_and_the_feed_goes_on() -> None:
     """A corrupted key (a contract's GEX hash replaced by a string: HINCRBY answers WRONGTYPE) makes every
     batch with a trade of it fail inside the script. Retrying such a batch forever would stall the feed:
     after three refusals it is dropped, counted and logged; once the key is repaired, batches land again."""
-    server = RedisServer().start()
-    sim = SimProcess("--tick-rate", "3000", underlyings=U, seed=12).start()
-    directory = Path(tempfile.mkdtemp(prefix="mmaker-ingest-refused-"))
-    log = directory / "ingest.log"
-    proc: subprocess.Popen[bytes] | None = None
-    r = redis.Redis.from_url(server.url_db(0), decode_responses=True, socket_timeout=5)
-    try:
-        settings = dataclasses.replace(Settings.from_env({}), redis_url=server.url_db(0), underlyings=(U,),
-                                       massive_rest_url=sim.rest_url, epoch_required_components=())  # fmt: skip
-        outcome = run_snapshot(r, settings, U)
-        assert outcome.status == "created", outcome
-        gex_keys = [
-            keys.contract(U, outcome.epoch, "gex", cid) for cid in r.smembers(keys.epoch_universe(U, outcome.epoch))
-        ]
-        env = {**{k: v for k, v in os.environ.items() if k != "MASSIVE_API_KEY"}, "REDIS_URL": server.url_db(0),
-               "MMAKER_SIM_PORT": str(sim.port), "MMAKER_UNDERLYINGS": U, "PYTHONUNBUFFERED": "1"}  # fmt: skip
-        with open(log, "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "ingest"], cwd=ROOT, env=env, stdout=out,
-                                    stderr=subprocess.STDOUT)  # fmt: skip
-        wait_for(lambda: status(r)[0].get("trades_applied", 0) > 20, 60, "ingest committing trades", log)
-
+    with ingest_running(seed=12) as run:
+        r, proc, log = run.r, run.proc, run.log
+        gex_keys = [keys.contract(U, run.epoch, "gex", cid) for cid in r.smembers(keys.epoch_universe(U, run.epoch))]
         saved = {key: r.hgetall(key) for key in gex_keys}
         pipe = r.pipeline(transaction=False)
         for key in gex_keys:  # every contract's GEX hash becomes a string: every batch with a trade is refused
@@ -140,10 +143,3 @@ def test_a_batch_redis_refuses_for_good_is_dropped_and_the_feed_goes_on() -> Non
         applied = status(r)[0].get("trades_applied", 0)
         wait_for(lambda: status(r)[0].get("trades_applied", 0) > applied + 20, 60, "trades landing again", log)
         assert proc.poll() is None
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(10)
-        sim.stop()
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)

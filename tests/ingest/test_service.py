@@ -7,7 +7,6 @@ import dataclasses
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import orjson
@@ -21,6 +20,7 @@ from fabric.redis_client import async_redis_from_settings
 from fabric.settings import Settings
 from ingest.service import IngestConfig, IngestService
 from tests.support.servers import ROOT, SimProcess
+from tests.support.waiting import until
 
 
 @pytest.fixture(scope="module")
@@ -43,18 +43,6 @@ def settings(feed: SimProcess, redis_server) -> Settings:
 
 
 SCENARIO_TIMEOUT_S = 90.0
-
-
-async def until(predicate: Callable[[], Awaitable[bool] | bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def with_service(

@@ -14,8 +14,6 @@ import asyncio
 import dataclasses
 import json
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -30,21 +28,7 @@ from fabric.settings import Settings
 from fabric.tiles import run_heatmap
 from ingest.service import IngestConfig, IngestService
 from tests.support.servers import RedisServer, SimProcess
-
-TIMEOUT_S = 60.0
-
-
-async def until(predicate: Callable[[], Awaitable[bool] | bool], what: str, timeout_s: float = TIMEOUT_S) -> None:
-    """Poll ``predicate`` until it holds; fail saying ``what`` did not happen."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.support.waiting import until
 
 
 def last_spot_ts_ms(directory: str, underlying: str) -> int:

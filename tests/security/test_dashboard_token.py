@@ -9,7 +9,6 @@ with ``Last-Event-ID``.
 from __future__ import annotations
 
 import secrets
-import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -18,7 +17,7 @@ import redis
 
 from tests.web.conftest import WebServer
 from tests.web.test_dashboard import CHROMIUM, CHROMIUM_ARGS, _playwright
-from tests.web.views import gex_view, heatmap_view, publish_view, set_chain_state, set_ingest_status
+from tests.web.views import publishing
 
 if TYPE_CHECKING:  # playwright itself is imported by _playwright(), which says how to install it
     from playwright.sync_api import Page, Request
@@ -30,24 +29,8 @@ EPOCH = "20310303-0930-a1"
 @pytest.fixture
 def publisher(r: redis.Redis) -> Iterator[None]:
     """Publish SPY heatmap + GEX views 4 times a second, with ingest and chain state."""
-    stop = threading.Event()
-
-    def run() -> None:
-        i = 0
-        while not stop.is_set():
-            spot = round(512.3 * (1 + 0.0015 * ((i % 20) - 10) / 10), 2)
-            set_chain_state(r, "SPY", EPOCH, spot)
-            publish_view(r, heatmap_view("SPY", spot=spot, width=1.0, seed=i, epoch=EPOCH))
-            publish_view(r, gex_view("SPY", spot=spot, step=1.0, seed=7, epoch=EPOCH))
-            set_ingest_status(r)
-            i += 1
-            stop.wait(0.25)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    yield
-    stop.set()
-    thread.join(5)
+    with publishing(r, (("SPY", 512.3, 1.0),), EPOCH):
+        yield
 
 
 def _gex_version(page: Page) -> int:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +34,23 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout_s} s\n{_context_text(context)}")
         time.sleep(0.05)
+
+
+async def until(
+    predicate: Callable[[], Awaitable[object] | object], what: str = "the condition", timeout_s: float = 60.0
+) -> None:
+    """:func:`wait_for` inside an event loop: ``predicate`` may be a coroutine function; sleeps without
+    blocking the loop (the service under test keeps running)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s} s")
+        await asyncio.sleep(0.05)
 
 
 def _context_text(context: Context) -> str:

@@ -7,7 +7,6 @@ download. Missing either FAILS the test saying what to install.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 import redis
 
 from tests.web.conftest import WebServer
-from tests.web.views import gex_view, heatmap_view, publish_view, set_chain_state, set_ingest_status
+from tests.web.views import publishing
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -35,25 +34,8 @@ SCREENSHOT = Path(__file__).resolve().parent / "screenshots" / "dashboard.png"
 @pytest.fixture
 def publisher(r: redis.Redis) -> Iterator[None]:
     """Publish SPY and SPX heatmap + GEX views 4 times a second (spot drifting), with ingest and chain state."""
-    stop = threading.Event()
-
-    def run() -> None:
-        i = 0
-        while not stop.is_set():
-            for u, base, width in (("SPY", 512.3, 1.0), ("SPX", 5123.0, 5.0)):
-                spot = round(base * (1 + 0.0015 * ((i % 20) - 10) / 10), 2)
-                set_chain_state(r, u, "20310303-0930-a1", spot)
-                publish_view(r, heatmap_view(u, spot=spot, width=width, seed=i, epoch="20310303-0930-a1"))
-                publish_view(r, gex_view(u, spot=spot, step=width, seed=7, epoch="20310303-0930-a1"))
-            set_ingest_status(r)
-            i += 1
-            stop.wait(0.25)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    yield
-    stop.set()
-    thread.join(5)
+    with publishing(r, (("SPY", 512.3, 1.0), ("SPX", 5123.0, 5.0)), "20310303-0930-a1"):
+        yield
 
 
 def _playwright():  # type: ignore[no-untyped-def]

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from typing import Any
 
@@ -208,3 +211,30 @@ def gex_view(
         "unit": "$ per 1% move",
         "sign_convention": "dealers long calls, short puts",
     }
+
+
+@contextmanager
+def publishing(r: redis.Redis, markets: tuple[tuple[str, float, float], ...], epoch: str) -> Iterator[None]:
+    """While the block runs, publish heatmap + GEX views of every ``(underlying, base spot, width)`` 4 times a
+    second (spot drifting), with chain and ingest state — what a dashboard test looks at."""
+    stop = threading.Event()
+
+    def run() -> None:
+        i = 0
+        while not stop.is_set():
+            for u, base, width in markets:
+                spot = round(base * (1 + 0.0015 * ((i % 20) - 10) / 10), 2)
+                set_chain_state(r, u, epoch, spot)
+                publish_view(r, heatmap_view(u, spot=spot, width=width, seed=i, epoch=epoch))
+                publish_view(r, gex_view(u, spot=spot, step=width, seed=7, epoch=epoch))
+            set_ingest_status(r)
+            i += 1
+            stop.wait(0.25)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from fabric.contracts import ContractSpec, InvalidTicker, format_contract_id, format_strike, parse_ticker
 from fabric.topology import bucket_of, compute_epoch_id, epoch_day, settlement_ms
+from models.heatmap import counter_slots
 
 NS_PER_MS = 1_000_000
 
@@ -79,6 +80,13 @@ class Decomposition:
             rows_of[row.spec.expiry.isoformat()] * width + bucket_of(row.spec.strike_milli, self.bucket_width) - first
             for row in self.rows
         ]
+
+    def slots(self) -> list[int]:
+        """The counter-record slot of every row (:func:`models.heatmap.counter_slots`: a tile's contracts side
+        by side, calls first)."""
+        order = counter_slots(dict(zip(self.contract_ids, self.tiles(), strict=True)))
+        slot_of = {cid: i for i, cid in enumerate(order)}
+        return [slot_of[row.cid] for row in self.rows]
 
 
 def _num(value: Any, *, positive: bool = False) -> float | None:
@@ -243,6 +251,7 @@ HEATMAP_FIELDS = (
     "expiry",
     "cp",
     "tile",
+    "slot",
     "multiplier",
     "bid",
     "ask",
@@ -279,13 +288,14 @@ def number_text(value: float | int | None) -> str:
     return repr(value) if type(value) is float else str(value)
 
 
-def heatmap_values(row: ContractRow, tile: int) -> list[str]:
+def heatmap_values(row: ContractRow, tile: int, slot: int) -> list[str]:
     """Values for :data:`HEATMAP_FIELDS`; "" means missing (not written)."""
     return [
         format_strike(row.spec.strike_milli),
         row.spec.expiry.isoformat(),
         row.spec.cp,
         str(tile),
+        str(slot),
         str(row.multiplier),
         number_text(row.bid),
         number_text(row.ask),

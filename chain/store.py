@@ -34,6 +34,7 @@ from fabric.contracts import format_strike
 from fabric.epochs import epoch_state, live_epochs, retire_epoch, warming_epochs
 from fabric.scripts import script
 from fabric.topology import bucket_of
+from models.heatmap import RECORD_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +94,9 @@ def _epoch_commands(dec: Decomposition, *, now_ms: int, rebuild: bool) -> Iterat
         for i in range(0, len(stale), CHUNK):
             yield ("DEL", *stale[i : i + CHUNK])
     indexes: dict[str, list[str | int]] = {name: [] for name in INDEXES}
-    for row, tile in zip(dec.rows, dec.tiles(), strict=True):
+    for row, tile, slot in zip(dec.rows, dec.tiles(), dec.slots(), strict=True):
         cid = row.cid
-        yield _hset(hm_prefix + cid, HEATMAP_FIELDS, heatmap_values(row, tile))
+        yield _hset(hm_prefix + cid, HEATMAP_FIELDS, heatmap_values(row, tile, slot))
         yield _hset(gex_prefix + cid, GEX_FIELDS, gex_values(row))
         strike = format_strike(row.spec.strike_milli)
         scores = (
@@ -112,6 +113,8 @@ def _epoch_commands(dec: Decomposition, *, now_ms: int, rebuild: bool) -> Iterat
         for i in range(0, len(members), 2 * CHUNK):
             yield ("ZADD", keys.model_index(u, epoch, model, name), *members[i : i + 2 * CHUNK])
     cids = dec.contract_ids
+    # every contract's counter record, zero (nothing traded yet); ingest writes a record only where this exists
+    yield ("SET", keys.heatmap_counters(u, epoch), bytes(RECORD_BYTES * len(cids)))
     for i in range(0, len(cids), CHUNK):
         yield ("SADD", keys.epoch_universe(u, epoch), *cids[i : i + CHUNK])
     meta = {

@@ -17,6 +17,7 @@ contract id (see :mod:`fabric.contracts`).
 | ``epoch:{U}:E:heatmap:dirty_processing`` | SET dirty contracts taken by an unfinished heatmap run |
 | ``epoch:{U}:E:heatmap:tiles`` | HASH tile → packed values |
 | ``epoch:{U}:E:heatmap:tiles_version`` | STRING counter of tile writes |
+| ``epoch:{U}:E:heatmap:counters`` | STRING every contract's counters, one 40-byte record per slot |
 | ``epoch:{U}:E:<model>:prepared_view`` | STRING a model's view of a warming epoch |
 | ``epoch:{U}:E:gex:contract:cid`` | HASH GEX projection of one contract |
 | ``epoch:{U}:E:gex:by_strike`` / ``by_expiry`` | ZSET cid → score |
@@ -42,7 +43,7 @@ GEX_INDEXES = ("by_strike", "by_expiry")
 MODEL_INDEXES: dict[str, tuple[str, ...]] = {"heatmap": HEATMAP_INDEXES, "gex": GEX_INDEXES}
 #: Per-epoch keys of one model that are not indexes or contract hashes.
 MODEL_EXTRA_KEYS: dict[str, tuple[str, ...]] = {
-    "heatmap": ("dirty_contracts", "dirty_processing", "tiles", "tiles_version", "prepared_view"),
+    "heatmap": ("dirty_contracts", "dirty_processing", "tiles", "tiles_version", "counters", "prepared_view"),
     "gex": ("prepared_view",),
 }
 
@@ -110,6 +111,12 @@ def heatmap_tiles(underlying: str, epoch: str) -> str:
 def heatmap_tiles_version(underlying: str, epoch: str) -> str:
     """STRING: INCR'd with every write of the tiles hash (lets a worker trust its cached copy of the tiles)."""
     return f"epoch:{tag(underlying)}:{epoch}:heatmap:tiles_version"
+
+
+def heatmap_counters(underlying: str, epoch: str) -> str:
+    """STRING: the five counters of every heatmap contract of the epoch as fixed-width records, one per slot
+    (``models.heatmap.RECORD_FORMAT``), written by ingest in the same script call as the contract hashes."""
+    return f"epoch:{tag(underlying)}:{epoch}:heatmap:counters"
 
 
 def prepared_view(underlying: str, epoch: str, model: Model) -> str:

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import hiredis
 import orjson
 from redis import Redis
+from redis.exceptions import ResponseError
 
 from fabric import keys
+from fabric.bulk import execute_pipeline
 from fabric.keys import Model
-from fabric.scripts import script
+from fabric.scripts import script_sha, script_source
 
 
 @dataclass(frozen=True)
@@ -47,17 +50,17 @@ def publish_encoded_view(r: Redis, model: Model, underlying: str, epoch: str, bo
     if len(body) < 3 or body[:1] != b"{" or body[-1:] != b"}" or body.startswith(b'{"version"'):
         raise ValueError("a view is a non-empty JSON object without a version")
     u = underlying.upper()
-    status, detail = script(r, "publish_view")(
-        keys=[
-            keys.active_epoch(u),
-            keys.model_view(model, u),
-            keys.model_version(model, u),
-            keys.epoch_meta(u, epoch),
-            keys.prepared_view(u, epoch, model),
-            keys.epoch_ready(u, epoch),
-        ],
-        args=[epoch, body, keys.MODELS_CHANNEL, model, u],
-    )
+    command = ("EVALSHA", script_sha("publish_view"), 6, keys.active_epoch(u), keys.model_view(model, u),
+               keys.model_version(model, u), keys.epoch_meta(u, epoch), keys.prepared_view(u, epoch, model),
+               keys.epoch_ready(u, epoch), epoch, memoryview(body)[1:], keys.MODELS_CHANNEL, model, u)  # fmt: skip
+    for attempt in range(2):  # a view is up to a megabyte: sent by execute_pipeline without being copied
+        (reply,) = execute_pipeline(r, [command])
+        if not isinstance(reply, hiredis.ReplyError):
+            break
+        if not str(reply).startswith("NOSCRIPT") or attempt:
+            raise ResponseError(str(reply))
+        r.script_load(script_source("publish_view"))
+    status, detail = reply
     if status == "published":
         return Publication(status, int(detail))
     return Publication(status, 0, str(detail))

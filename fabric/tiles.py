@@ -5,13 +5,19 @@ delta), so a run that is repeated, or killed at any point and followed by anothe
 double-count flow:
 
 1. ``take_dirty.lua`` moves the dirty set into a processing set (merged with what an unfinished run left);
-2. the tiles of those contracts and every contract of those tiles are found in the epoch's layout (the
-   ``plane`` ZSET, read once per epoch and cached: structure never changes within an epoch);
-3. ``recompute_tiles.lua`` sums each of those tiles from its contracts' live counters *inside Redis* (no
-   per-contract round trip or reply parsing), writes the tiles, bumps the tiles version and deletes the
-   processing set — one atomic step. The sums are exact below 2^53 micro-dollars per tile; above it the
-   script writes nothing and the run is summed here with Python integers
-   (:func:`models.heatmap.aggregate_tile_values`) and written by ``write_tiles.lua``;
+   in the same round trip the tiles version and the epoch's counter records are read — every contract's
+   five counters as one 40-byte record in one string, written by ingest in the same script call as the
+   contract hash (:mod:`models.heatmap`, "counter records"), so a run reads one value, not a hash per
+   contract;
+2. the tiles of those contracts are found in the epoch's layout (read once per epoch and cached: structure
+   never changes within an epoch); each tile's contracts are one contiguous run of records (calls first),
+   summed exactly with numpy (:func:`models.heatmap.sum_counter_records`). Where a record cannot be trusted
+   (ingest marked it: a counter beyond 2^53 or not an integer), or the epoch has no records (created by an
+   older version), the run is summed from the contract hashes with Python integers instead
+   (:func:`models.heatmap.aggregate_tile_values`);
+3. ``write_tiles.lua`` writes the tiles, bumps the tiles version and deletes the processing set — one
+   atomic step, and only if the tiles version is still the one read in step 1 (else another run wrote in
+   between, and this one starts again: a run never overwrites newer sums with older ones);
 4. the complete view is built — from the worker's copy of the tile cells, trusted while the stored tiles
    version matches it (:class:`TileBoard`), each cell's JSON kept between runs so only recomputed tiles
    are re-encoded — and published through ``publish_view.lua``.
@@ -36,12 +42,15 @@ from fabric.publish import Publication, publish_encoded_view
 from fabric.scripts import script, script_sha, script_source
 from models.heatmap import (
     COUNTERS,
+    MAX_SUMMED_MEMBERS,
     Tile,
     aggregate_tile_values,
     assemble_heatmap_view,
     bucket_lower_strike,
     counter_cells,
+    counter_slots,
     pack_tile,
+    sum_counter_records,
     tile_cell,
     tile_cells,
     unpack_tile,
@@ -64,9 +73,11 @@ class EpochLayout:
     bucket_width: float
     tile_of: dict[str, int]
     members: dict[int, list[str]]
-    member_keys: dict[int, tuple[list[str], int, int]]  # tile -> (keys of its calls then puts, calls, puts)
+    spans: dict[int, tuple[int, int, int]]  # tile -> (first slot, calls, puts): its run of counter records
     cell_axes: dict[int, tuple[str, float]]  # tile -> (expiry, lower-edge strike), for tiles with contracts
     axes_json: bytes
+    raw_tile_of: dict[bytes, int]  # tile_of keyed by the contract id's bytes (as the dirty set comes back)
+    summable: bool  # every tile small enough to sum its records in int64 (else: always the exact path)
 
     @property
     def tile_count(self) -> int:
@@ -104,12 +115,10 @@ def read_layout(r: Redis, underlying: str, epoch: str) -> EpochLayout | None:
     members: dict[int, list[str]] = {}
     for cid, tile in tile_of.items():
         members.setdefault(tile, []).append(cid)
-    prefix = keys.contract_prefix(underlying, epoch, "heatmap")
-    member_keys = {}
-    for tile, cids in members.items():  # calls first, then puts (recompute_tiles.lua splits the flow so)
-        calls = [prefix + cid for cid in cids if cid.endswith(":C")]
-        puts = [prefix + cid for cid in cids if cid.endswith(":P")]
-        member_keys[tile] = (calls + puts, len(calls), len(puts))
+    spans: dict[int, tuple[int, int, int]] = {}
+    for slot, cid in enumerate(counter_slots(tile_of)):  # the slots chain decomposition gave the contracts
+        first, calls, puts = spans.get(tile_of[cid], (slot, 0, 0))
+        spans[tile_of[cid]] = (first, calls + 1, puts) if cid.endswith(":C") else (first, calls, puts + 1)
     expiries, bucket_first, bucket_count = orjson.loads(meta[0]), int(meta[1]), int(meta[2])
     bucket_width = float(meta[3])
     axes = assemble_heatmap_view({}, expiries=expiries, bucket_first=bucket_first, bucket_count=bucket_count,
@@ -120,8 +129,9 @@ def read_layout(r: Redis, underlying: str, epoch: str) -> EpochLayout | None:
         expiry_index, bucket = tile_cell(tile, bucket_first=bucket_first, bucket_count=bucket_count)
         if expiry_index < len(expiries):
             cell_axes[tile] = (expiries[expiry_index], bucket_lower_strike(bucket, bucket_width))
-    layout = EpochLayout(expiries, bucket_first, bucket_count, bucket_width, tile_of, members, member_keys,
-                         cell_axes, orjson.dumps(axes))  # fmt: skip
+    layout = EpochLayout(expiries, bucket_first, bucket_count, bucket_width, tile_of, members, spans, cell_axes,
+                         orjson.dumps(axes), {cid.encode(): tile for cid, tile in tile_of.items()},
+                         all(len(cids) < MAX_SUMMED_MEMBERS for cids in members.values()))  # fmt: skip
     _layouts[(underlying, epoch)] = layout
     return layout
 
@@ -165,31 +175,37 @@ class TileBoard:
 
     version: int
     cells: dict[int, dict[str, Any] | None]
-    _json: dict[int, bytes] = field(default_factory=dict)
-    _order: list[int] | None = None
+    _order: list[int] = field(default_factory=list)  # the non-empty cells' tiles, in tile order
+    _parts: list[bytes] = field(default_factory=list)  # their encoded JSON, in the same order
+    _position: dict[int, int] | None = None  # tile -> index in _order (None: the order must be rebuilt)
+    _stale: set[int] = field(default_factory=set)  # tiles updated since their part was encoded
 
     def update(self, cells: dict[int, dict[str, Any] | None], version: int) -> None:
         """Replace the recomputed cells (their JSON is re-encoded on the next view) and take ``version``."""
         for index, cell in cells.items():
-            if (cell is None) != (self.cells.get(index) is None):
-                self._order = None
+            if self._position is not None and (cell is None) != (index not in self._position):
+                self._position = None  # a cell appeared or went: the order changes
             self.cells[index] = cell
-            self._json.pop(index, None)
+        self._stale.update(cells)
         self.version = version
 
     def tiles_json(self) -> bytes:
         """The JSON array of the non-empty cells in tile order (only cells changed since the last call are
         encoded; the others' bytes are reused)."""
-        if self._order is None:
-            self._order = sorted(index for index, cell in self.cells.items() if cell is not None)
-        encoded = self._json
-        parts = []
-        for index in self._order:
-            part = encoded.get(index)
-            if part is None:
-                part = encoded[index] = orjson.dumps(self.cells[index])
-            parts.append(part)
-        return b"[" + b",".join(parts) + b"]"
+        dumps, cells, stale = orjson.dumps, self.cells, self._stale
+        if self._position is None:
+            kept = {i: part for i, part in zip(self._order, self._parts, strict=True) if i not in stale}
+            self._order = sorted(index for index, cell in cells.items() if cell is not None)
+            self._parts = [kept[i] if i in kept else dumps(cells[i]) for i in self._order]
+            self._position = {index: i for i, index in enumerate(self._order)}
+        else:
+            parts, position = self._parts, self._position
+            for index in stale:
+                at = position.get(index)
+                if at is not None:  # else: empty before and after
+                    parts[at] = dumps(cells[index])
+        stale.clear()
+        return b"[" + b",".join(self._parts) + b"]"
 
 
 _boards: dict[tuple[str, str], TileBoard] = {}
@@ -216,56 +232,132 @@ def load_board(r: Redis, underlying: str, epoch: str, layout: EpochLayout) -> Ti
     return board
 
 
+#: attempts of one run when other writers keep moving the tiles version (a run that took over after this
+#: worker's lock expired); each attempt is a complete run, so giving up loses nothing (the processing set stays)
+RUN_ATTEMPTS = 3
+
+
+#: models.heatmap.pack_tile of a tile's seven integers, as a format string (the per-run hot path)
+PACKED = "{},{},{},{},{},{},{}"
+
+
+class TilesConflict(ResponseError):
+    """Another run wrote the tiles of the epoch between this run's read and its write (every attempt)."""
+
+
 def recompute_tiles(r: Redis, underlying: str, epoch: str, layout: EpochLayout) -> tuple[int, int, int]:
     """Steps 1–3 for one epoch: returns (dirty contracts, tiles recomputed, contracts read).
 
     The caller deletes nothing by hand: the processing set goes in the same script call as the tiles, so a
     run killed before that call leaves it for the next run, and one killed after has finished.
     """
-    dirty = take_dirty(r, underlying, epoch)
-    if not dirty:
+    for _ in range(RUN_ATTEMPTS):
+        try:
+            return _recompute_once(r, underlying, epoch, layout)
+        except TilesConflict as conflict:
+            log.info("heatmap %s %s: %s — running again", underlying, epoch, conflict)
+    raise TilesConflict(f"heatmap {underlying} {epoch}: the tiles kept moving under {RUN_ATTEMPTS} runs")
+
+
+def _recompute_once(r: Redis, underlying: str, epoch: str, layout: EpochLayout) -> tuple[int, int, int]:
+    taken, version_text, records = _run_scripted(r, [
+        ("EVALSHA", script_sha("take_dirty"), 2, keys.dirty_contracts(underlying, epoch),
+         keys.dirty_processing(underlying, epoch)),
+        ("GET", keys.heatmap_tiles_version(underlying, epoch)),
+        ("GET", keys.heatmap_counters(underlying, epoch)),
+    ], {"take_dirty"})  # fmt: skip
+    if not taken:
         return 0, 0, 0
-    tile_of = layout.tile_of
-    touched = sorted({tile_of[cid] for cid in dirty if cid in tile_of})
-    member_keys = layout.member_keys
-    call_keys = [keys.heatmap_tiles(underlying, epoch), keys.heatmap_tiles_version(underlying, epoch),
-                 keys.dirty_processing(underlying, epoch), keys.epoch_meta(underlying, epoch)]  # fmt: skip
-    args: list[int] = []
-    for tile in touched:
-        tile_keys, calls, puts = member_keys[tile]
-        call_keys.extend(tile_keys)
-        args += (tile, calls, puts)
-    contracts_read = len(call_keys) - 4
-    try:
-        reply = _evalsha(r, "recompute_tiles", call_keys, args)
-        version = reply[0]
-        cells = counter_cells(reply[1:], layout.cell_axes)
-    except ResponseError as error:
-        if not str(error).startswith(("OVERFLOW", "NOT_INTEGER")):
-            raise
-        log.warning("heatmap %s %s: %s — summing this run with Python integers", underlying, epoch, error)
-        version, written = _recompute_exactly(r, underlying, epoch, layout, touched)
+    read_version = int(version_text or 0)
+    raw_tile_of = layout.raw_tile_of
+    touched = sorted({raw_tile_of[cid] for cid in taken if cid in raw_tile_of})
+    spans = layout.spans
+    sums = None
+    starts, calls, puts = zip(*(spans[tile] for tile in touched), strict=True) if touched else ((), (), ())
+    if records is not None and layout.summable:
+        sums = sum_counter_records(records, starts, calls, puts)
+    if sums is not None:
+        cells = counter_cells(touched, sums, layout.cell_axes)
+        args = [str(read_version)]
+        for tile, row in zip(touched, sums, strict=True):
+            args += (str(tile), PACKED.format(*row))
+        version = _write_tiles(r, underlying, epoch, args)
+    else:
+        log.info("heatmap %s %s: counter records %s — summing %d tiles from the contract hashes", underlying,
+                 epoch, "absent" if records is None else "not all readable", len(touched))  # fmt: skip
+        version, written = _recompute_exactly(r, underlying, epoch, layout, touched, read_version)
+        if records is None:  # an epoch created by a version without records: write them, once
+            projected, marked = project_counters(r, underlying, epoch)
+            log.warning("heatmap %s %s: wrote the counter records of %d contracts (%d unreadable)", underlying,
+                        epoch, projected, marked)  # fmt: skip
         cells = tile_cells(written, **_axes(layout))
     board = _boards.get((underlying, epoch))
-    if board is not None and board.version == version - 1:
+    if board is not None and board.version == read_version:
         board.update(cells, version)
     else:
         _boards.pop((underlying, epoch), None)
-    return len(dirty), len(touched), contracts_read
+    return len(taken), len(touched), sum(calls) + sum(puts) if touched else 0
 
 
-def _recompute_exactly(r: Redis, underlying: str, epoch: str, layout: EpochLayout, touched: list[int]
-                       ) -> tuple[int, dict[int, Tile]]:  # fmt: skip
-    """Step 3 with unbounded integers (tiles whose sums reach 2^53): read, sum here, ``write_tiles.lua``."""
+def project_counters(r: Redis, underlying: str, epoch: str, cids: Iterable[str] | None = None) -> tuple[int, int]:
+    """Write the counter records of ``cids`` (every contract of the epoch by default) from their hashes, and
+    their slots into the hashes (``project_counters.lua``, atomic): for an epoch created without records,
+    or hashes written by hand. Returns (records written, of them marked unreadable)."""
+    order = counter_slots(read_layout_or_raise(r, underlying, epoch).tile_of)
+    slot_of = {cid: slot for slot, cid in enumerate(order)}
+    chosen = order if cids is None else [cid for cid in cids if cid in slot_of]
+    prefix = keys.contract_prefix(underlying, epoch, "heatmap")
+    written, marked = _evalsha(r, "project_counters",
+                               [keys.heatmap_counters(underlying, epoch), keys.epoch_meta(underlying, epoch),
+                                *(prefix + cid for cid in chosen)],
+                               [len(order), *(slot_of[cid] for cid in chosen)])  # fmt: skip
+    return int(written), int(marked)
+
+
+def read_layout_or_raise(r: Redis, underlying: str, epoch: str) -> EpochLayout:
+    """:func:`read_layout`, raising LookupError when the epoch is gone."""
+    layout = read_layout(r, underlying, epoch)
+    if layout is None:
+        raise LookupError(f"epoch {epoch} of {underlying} does not exist")
+    return layout
+
+
+def _write_tiles(r: Redis, underlying: str, epoch: str, args: list[str]) -> int:
+    """``write_tiles.lua`` (``args``: the version read, then tile, packed values, …): the new version."""
+    call_keys = [keys.heatmap_tiles(underlying, epoch), keys.heatmap_tiles_version(underlying, epoch),
+                 keys.dirty_processing(underlying, epoch), keys.epoch_meta(underlying, epoch)]  # fmt: skip
+    try:
+        return int(_evalsha(r, "write_tiles", call_keys, args))
+    except ResponseError as error:
+        if str(error).startswith("CONFLICT"):
+            raise TilesConflict(str(error)) from None
+        raise
+
+
+def _recompute_exactly(r: Redis, underlying: str, epoch: str, layout: EpochLayout, touched: list[int],
+                       read_version: int) -> tuple[int, dict[int, Tile]]:  # fmt: skip
+    """Steps 2–3 from the contract hashes with unbounded integers: read, sum here, ``write_tiles.lua``."""
     members = [cid for tile in touched for cid in layout.members[tile]]
     recomputed = aggregate_tile_values(read_contract_values(r, underlying, epoch, members))
     written = {t: recomputed.get(t, EMPTY_TILE) for t in touched}
-    args = [x for t, v in written.items() for x in (str(t), pack_tile(v))]
-    version = int(script(r, "write_tiles")(keys=[keys.heatmap_tiles(underlying, epoch),
-                                                 keys.heatmap_tiles_version(underlying, epoch),
-                                                 keys.dirty_processing(underlying, epoch),
-                                                 keys.epoch_meta(underlying, epoch)], args=args))  # fmt: skip
-    return version, written
+    args = [str(read_version), *(x for t, v in written.items() for x in (str(t), pack_tile(v)))]
+    return _write_tiles(r, underlying, epoch, args), written
+
+
+def _run_scripted(r: Redis, commands: list[tuple[Any, ...]], scripts: set[str]) -> list[Any]:
+    """Pipeline ``commands`` (raw replies: bytes), loading ``scripts`` and sending again on NOSCRIPT; an error
+    reply is raised."""
+    for attempt in range(2):
+        replies = execute_pipeline(r, commands, decode=False)
+        errors = [reply for reply in replies if isinstance(reply, hiredis.ReplyError)]
+        if not errors:
+            return replies
+        if str(errors[0]).startswith("NOSCRIPT") and not attempt:
+            for name in scripts:
+                r.script_load(script_source(name))
+            continue
+        raise ResponseError(str(errors[0]))
+    raise AssertionError("unreachable")
 
 
 def _evalsha(r: Redis, name: str, call_keys: list[str], args: list[Any]) -> Any:

@@ -94,10 +94,10 @@ class EpochCall:
         return out
 
     def keys(self) -> list[str]:
-        """KEYS of the call: the dirty set, then heatmap and GEX hash of every contract."""
+        """KEYS of the call: the dirty set, the counter records, then heatmap and GEX hash of every contract."""
         u, e = self.underlying, self.epoch
         hm, gx = keys.contract_prefix(u, e, "heatmap"), keys.contract_prefix(u, e, "gex")
-        out = [keys.dirty_contracts(u, e)]
+        out = [keys.dirty_contracts(u, e), keys.heatmap_counters(u, e)]
         for cid in self.cids:
             out += (hm + cid, gx + cid)
         return out

@@ -19,17 +19,22 @@
 --   quotes only: one HGET of quote_q (this script writes quote_q only into a hash with a multiplier, so a
 --     hash holding one exists; a hash without one yet: one more HGET of multiplier decides), then one HSET
 --     of the last applied quote (bid ask bid_size ask_size quote_ts_ms quote_q);
---   with a trade: one HMGET (multiplier, sequence numbers, the stored quote, the counters), then one HSET of
+--   with a trade: one HMGET (multiplier, sequence numbers, the stored quote, the counters, the slot), one HSET of
 --     the last applied quote, the last applied trade (last_price last_trade_ts_ms trade_q) and the counters
 --     flow_micro (signed), buy_micro, sell_micro, volume, trades (a counter no trade of the batch changed is
 --     not written; one whose sum would reach 2^53 is added by HINCRBY instead, so sums stay exact), and one
 --     HINCRBY of the GEX hash's volume;
+--     and one SETRANGE of the contract's counter record (its five counters after the batch, at its slot in
+--     the epoch's counters string — the heatmap worker's one read of every contract; a record with a counter
+--     that is not an exact integer below 2^53 is written as the unreadable mark, trades = -1, and the worker
+--     sums that tile from the hashes; no record is written when the string does not exist or is too short);
 --   dirty set: SADD of every contract with an applied trade, in slices of 4,000 (a dirty set created after
 --     the epoch was retired gets the contract hashes' remaining TTL).
 --
 -- KEYS[1]        epoch:{U}:<E>:heatmap:dirty_contracts   SET
--- KEYS[2i]       epoch:{U}:<E>:heatmap:contract:<cid_i>  HASH  (i = 1 … n, the contracts of the batch)
--- KEYS[2i + 1]   epoch:{U}:<E>:gex:contract:<cid_i>      HASH
+-- KEYS[2]        epoch:{U}:<E>:heatmap:counters          STRING  40-byte records (models.heatmap.RECORD_FORMAT)
+-- KEYS[2i + 1]   epoch:{U}:<E>:heatmap:contract:<cid_i>  HASH  (i = 1 … n, the contracts of the batch)
+-- KEYS[2i + 2]   epoch:{U}:<E>:gex:contract:<cid_i>      HASH
 -- ARGV[1]        maximum quote age for classification, ms
 -- ARGV[1 + i]    cid_i (i = 1 … n, in KEYS order)
 -- ARGV[n + 2]    JSON array of n arrays: array i holds the events of cid_i in order, flat, each introduced by
@@ -44,10 +49,12 @@
 --                 never a script error: one corrupt hash must not stop the feed)
 
 local max_age = tonumber(ARGV[1])
-local n = (#KEYS - 1) / 2
+local n = (#KEYS - 2) / 2
 local batch = cjson.decode(ARGV[n + 2])
 local LIMIT = 9007199254740992 -- 2^53: integers below it are exact in a Lua number
 local floor, format, call, tonumber = math.floor, string.format, redis.call, tonumber
+local pack, RECORD, UNREADABLE = struct.pack, '<i8i8i8i8i8', struct.pack('<i8i8i8i8i8', 0, 0, 0, 0, -1)
+local records = nil -- length of the counters string, read at the first trade of the batch
 
 -- a price as stored: a string as given (ingest sends repr text), a number as the shortest text that reads
 -- back as it (Python's repr of the float)
@@ -111,7 +118,7 @@ local quotes, trades, stale, missing, buys, sells, bad = 0, 0, 0, 0, 0, 0, 0
 local K, cids = KEYS, ARGV
 local dirty, ndirty = {}, 0
 local COUNTERS = { 'flow_micro', 'buy_micro', 'sell_micro', 'volume', 'trades' }
-local fields, delta = {}, {} -- reused for every contract (HSET takes fields[1 … nf])
+local fields, delta, total = {}, {}, {} -- reused for every contract (HSET takes fields[1 … nf])
 
 -- the last applied of a contract's quotes, or nil; stale ones counted
 local function last_quote(A, e, last, quote_q)
@@ -132,7 +139,7 @@ end
 for i = 1, n do
   local A = batch[i]
   local last = #A
-  local key = K[2 * i]
+  local key = K[2 * i + 1]
   local e = 1
   while e <= last and A[e] == 0 do -- quotes only (the common case): the loop runs to the end
     e = e + 7
@@ -151,7 +158,7 @@ for i = 1, n do
     end
   else
     local f = call('HMGET', key, 'multiplier', 'quote_q', 'trade_q', 'bid', 'ask', 'quote_ts_ms',
-      'flow_micro', 'buy_micro', 'sell_micro', 'volume', 'trades')
+      'flow_micro', 'buy_micro', 'sell_micro', 'volume', 'trades', 'slot')
     if f[1] == false then
       e = 1
       while e <= last do
@@ -216,15 +223,22 @@ for i = 1, n do
         fields[nf + 5], fields[nf + 6] = 'trade_q', A[a + 4]
         nf = nf + 6
         delta[1], delta[2], delta[3], delta[4], delta[5] = flow, buy, sell, volume, count
-        for k = (nbuy + nsell > 0) and 1 or 4, 5 do
-          if k ~= 2 and k ~= 3 or (k == 2 and nbuy > 0) or (k == 3 and nsell > 0) then
-            local stored = f[6 + k]
-            local current = stored == false and 0 or tonumber(stored)
-            local total = current and current + delta[k]
-            if total and current == floor(current) and current > -LIMIT and current < LIMIT and total > -LIMIT
-                and total < LIMIT then
-              fields[nf + 1], fields[nf + 2] = COUNTERS[k], format('%d', total) -- exact below 2^53
+        local exact = true -- every counter after the batch an integer below 2^53 (the record can hold it)
+        for k = 1, 5 do
+          local changed = k >= 4 or (k == 1 and nbuy + nsell > 0) or (k == 2 and nbuy > 0) or (k == 3 and nsell > 0)
+          local stored = f[6 + k]
+          local current = stored == false and 0 or tonumber(stored)
+          local sum = current and current + (changed and delta[k] or 0)
+          if sum and current == floor(current) and current > -LIMIT and current < LIMIT and sum > -LIMIT
+              and sum < LIMIT then
+            total[k] = sum
+            if changed then
+              fields[nf + 1], fields[nf + 2] = COUNTERS[k], format('%d', sum) -- exact below 2^53
               nf = nf + 2
+            end
+          else
+            exact = false
+            if not changed then -- left as it is
             elseif type(stored) == 'string' and string.match(stored, '^%-?%d+$') then
               call('HINCRBY', key, COUNTERS[k], format('%d', delta[k])) -- an integer beyond 2^53: Redis adds
             else
@@ -232,7 +246,15 @@ for i = 1, n do
             end
           end
         end
-        call('HINCRBY', K[2 * i + 1], 'volume', format('%d', volume))
+        if records == nil then
+          records = call('STRLEN', KEYS[2])
+        end
+        local slot = tonumber(f[12] or '')
+        if slot and slot >= 0 and slot == floor(slot) and (slot + 1) * 40 <= records then
+          call('SETRANGE', KEYS[2], slot * 40,
+            exact and pack(RECORD, total[1], total[2], total[3], total[4], total[5]) or UNREADABLE)
+        end
+        call('HINCRBY', K[2 * i + 2], 'volume', format('%d', volume))
         ndirty = ndirty + 1
         dirty[ndirty] = cids[1 + i]
         trades, buys, sells = trades + count, buys + nbuy, sells + nsell
@@ -251,7 +273,7 @@ end
 -- A retired epoch's keys carry the retirement TTL; a dirty set created after retirement inherits it from the
 -- contract hashes, so no key can outlive its epoch.
 if ndirty > 0 and call('PTTL', KEYS[1]) == -1 then
-  local ttl = call('PTTL', KEYS[2])
+  local ttl = call('PTTL', KEYS[3])
   if ttl > 0 then
     call('PEXPIRE', KEYS[1], ttl)
   end

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
+
 MICRO_PER_USD = 1_000_000
 #: The live counters of a heatmap contract hash (absent = 0): premiums in integer micro-dollars.
 COUNTERS = ("flow_micro", "buy_micro", "sell_micro", "volume", "trades")
@@ -230,14 +232,13 @@ def tile_cells(
 
 
 def counter_cells(
-    flat: Sequence[int], cell_axes: Mapping[int, tuple[str, float]]
+    tiles: Sequence[int], sums: Sequence[Sequence[int]], cell_axes: Mapping[int, tuple[str, float]]
 ) -> dict[int, dict[str, Any] | None]:  # fmt: skip
-    """:func:`tile_cells` for tiles given flat — ``tile, net_flow, buy, sell, volume, trades, call_flow,
-    put_flow`` (micro-dollars) repeated, as ``lua/recompute_tiles.lua`` returns them — with each tile's
-    ``(expiry, lower-edge strike)`` looked up in ``cell_axes``: the heatmap's per-run hot path."""
+    """:func:`tile_cells` for tiles given as sums — per tile ``net_flow, buy, sell, volume, trades, call_flow,
+    put_flow`` (micro-dollars, as :func:`sum_counter_records` returns them) — with each tile's ``(expiry,
+    lower-edge strike)`` looked up in ``cell_axes``: the heatmap's per-run hot path."""
     cells: dict[int, dict[str, Any] | None] = {}
-    for i in range(0, len(flat), 8):
-        index, flow, buy, sell, volume, trades, call, put = flat[i : i + 8]
+    for index, (flow, buy, sell, volume, trades, call, put) in zip(tiles, sums, strict=True):
         if not (flow or buy or sell or volume or trades or call or put) or index not in cell_axes:
             cells[index] = None
             continue
@@ -275,3 +276,63 @@ def build_heatmap_view(
     axes = {"expiries": expiries, "bucket_first": bucket_first, "bucket_count": bucket_count,
             "bucket_width": bucket_width}  # fmt: skip
     return assemble_heatmap_view(tile_cells(tiles, **axes), spot=spot, **axes)
+
+
+# --- counter records: the heatmap worker's read of every contract's counters in one value ----------------------
+#
+# Ingest keeps, beside each contract hash and in the same atomic script call, the contract's five COUNTERS as
+# one fixed-width record in a per-epoch string (``epoch:{U}:<E>:heatmap:counters``): record ``slot`` at byte
+# ``RECORD_BYTES × slot``, little-endian signed 64-bit integers. The slots put each tile's contracts side by
+# side (calls first), so summing a tile is summing a contiguous run of records — no per-contract read.
+
+#: struct format of one record: flow_micro, buy_micro, sell_micro, volume, trades
+RECORD_FORMAT = "<5q"
+RECORD_BYTES = 40
+#: ``trades`` of a record ingest could not write exactly (a counter at or beyond 2^53, or not an integer):
+#: the tiles holding it are summed from the contract hashes instead.
+UNREADABLE = -1
+#: |counter| below this is exact in a Lua number, so ingest writes it into a record; a record value at or
+#: beyond it is not trusted.
+EXACT_LIMIT = 2**53
+#: a tile of fewer contracts than this sums its records in int64 without overflow (each value < 2^53)
+MAX_SUMMED_MEMBERS = 2**10
+
+
+def counter_slots(tile_of: Mapping[str, int]) -> list[str]:
+    """The contracts in counter-record order: by tile, a tile's calls before its puts, then by id.
+
+    Chain decomposition stores each contract's position here as its ``slot``; the heatmap worker derives the
+    same order from the epoch's ``plane`` index, so a tile's records are one contiguous run, calls first.
+    """
+    return sorted(tile_of, key=lambda cid: (tile_of[cid], not cid.endswith(":C"), cid))
+
+
+def sum_counter_records(records: bytes, starts: Sequence[int], calls: Sequence[int], puts: Sequence[int]
+                        ) -> list[list[int]] | None:  # fmt: skip
+    """Sum tiles from counter records: tile ``i`` is ``calls[i]`` call records from record ``starts[i]``, then
+    ``puts[i]`` put records (at least one in all). Returns per tile ``[net flow, buy, sell, volume, trades,
+    call flow, put flow]`` (micro-dollars, exact Python ints), or None when any record of those tiles is
+    unreadable (marked, a value at or beyond 2^53, a negative volume or trade count) or ``records`` is too
+    short for them — the caller then sums from the contract hashes. Only those tiles' records are read; a
+    tile must have fewer than :data:`MAX_SUMMED_MEMBERS` contracts (its int64 sums cannot overflow).
+    """
+    if not len(starts):
+        return []
+    first = np.asarray(starts, dtype=np.int64)
+    ncalls = np.asarray(calls, dtype=np.int64)
+    lengths = ncalls + np.asarray(puts, dtype=np.int64)
+    end = int((first + lengths).max())
+    if len(records) < end * RECORD_BYTES:
+        return None
+    table = np.frombuffer(records, dtype="<i8", count=end * 5).reshape(-1, 5)
+    offsets = np.cumsum(lengths) - lengths  # where each tile's records start among the gathered ones
+    position = np.arange(int(lengths.sum())) - np.repeat(offsets, lengths)  # index of a record in its tile
+    rows = table[np.repeat(first, lengths) + position]
+    # −2^53 < v < 2^53 for every value, and volume, trades ≥ 0 (the unreadable mark has trades −1)
+    if ((rows.view(np.uint64) + np.uint64(EXACT_LIMIT - 1)) > np.uint64(2 * EXACT_LIMIT - 2)).any() or (
+        rows[:, 3:] < 0
+    ).any():
+        return None
+    sums = np.add.reduceat(rows, offsets, axis=0)
+    call_flow = np.add.reduceat(np.where(position < np.repeat(ncalls, lengths), rows[:, 0], 0), offsets)
+    return np.column_stack((sums, call_flow, sums[:, 0] - call_flow)).tolist()

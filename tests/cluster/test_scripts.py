@@ -26,7 +26,7 @@ from fabric.epochs import accept_epoch, promote_epoch, retire_epoch
 from fabric.publish import publish_view
 from fabric.redis_client import async_redis_from_url
 from fabric.scripts import LUA_DIR, eval_many, script
-from fabric.tiles import run_heatmap, take_dirty
+from fabric.tiles import project_counters, run_heatmap, take_dirty
 from ingest.batch import EpochCall
 from models.heatmap import Tile, pack_tile
 from tests.support.chains import chain_rows
@@ -76,16 +76,23 @@ def case_write_tiles(rc: ClusterClient, cluster: RedisCluster, u: str) -> None:
     e = write_chain(rc, u).epoch_id
     call_keys = [keys.heatmap_tiles(u, e), keys.heatmap_tiles_version(u, e), keys.dirty_processing(u, e),
                  keys.epoch_meta(u, e)]  # fmt: skip
-    assert int(script(rc, "write_tiles")(keys=call_keys, args=["0", pack_tile(Tile())])) == 1
+    assert int(script(rc, "write_tiles")(keys=call_keys, args=["0", "0", pack_tile(Tile())])) == 1
     assert rc.hexists(keys.heatmap_tiles(u, e), "0")
 
 
-def case_recompute_tiles(rc: ClusterClient, cluster: RedisCluster, u: str) -> None:
+def case_project_counters(rc: ClusterClient, cluster: RedisCluster, u: str) -> None:
     dec = write_chain(rc, u)
-    rc.sadd(keys.dirty_contracts(u, dec.epoch_id), dec.contract_ids[0])
-    (run,) = run_heatmap(rc, u, now_ms=NOW_MS)  # the heatmap run's recompute script, then publish_view
-    assert run.dirty == 1 and run.tiles_recomputed == 1
-    assert rc.get(keys.heatmap_tiles_version(u, dec.epoch_id)) == "1"
+    cid = dec.contract_ids[0]
+    rc.hset(keys.contract(u, dec.epoch_id, "heatmap", cid), mapping={"volume": 3, "trades": 1})
+    assert project_counters(rc, u, dec.epoch_id, [cid]) == (1, 0)
+    _heatmap_run_sums_the_record(rc, u, dec.epoch_id, cid)
+
+
+def _heatmap_run_sums_the_record(rc: ClusterClient, u: str, epoch: str, cid: str) -> None:
+    """A heatmap run (take + records in one pipeline, write_tiles, publish_view) sums the projected record."""
+    rc.sadd(keys.dirty_contracts(u, epoch), cid)
+    (run,) = run_heatmap(rc, u, now_ms=NOW_MS)
+    assert run.dirty == 1 and any(v.split(",")[3] == "3" for v in rc.hvals(keys.heatmap_tiles(u, epoch)))
 
 
 def case_publish_view(rc: ClusterClient, cluster: RedisCluster, u: str) -> None:
@@ -143,7 +150,7 @@ CASES: dict[str, Callable[[ClusterClient, RedisCluster, str], None]] = {
     "accept_epoch": case_accept_epoch,
     "take_dirty": case_take_dirty,
     "write_tiles": case_write_tiles,
-    "recompute_tiles": case_recompute_tiles,
+    "project_counters": case_project_counters,
     "publish_view": case_publish_view,
     "promote_epoch": case_promote_epoch,
     "retire_epoch": case_retire_epoch,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 from datetime import date
+from unittest import mock
 
 import orjson
 import pytest
@@ -36,12 +38,14 @@ def make_epoch(r: redis.Redis) -> tuple[str, list[str]]:
 
 def trade(r: redis.Redis, epoch: str, cid: str, price: str, size: int, q: int) -> None:
     """What ingest does to the contract state for one trade (``models.heatmap.apply_trade`` is the reference
-    the ingest Lua is tested against), done here directly so these tests do not depend on the ingest format."""
+    the ingest Lua is tested against), done here directly so these tests do not depend on the ingest format:
+    the counters, the contract's counter record (``project_counters.lua`` writes it from the hash), dirty."""
     key = keys.contract("SPY", epoch, "heatmap", cid)
     state = r.hgetall(key)
     updated = apply_trade(state, float(price), size, int(state["multiplier"]), float(state["bid"]),
                           float(state["ask"]))  # fmt: skip
     r.hset(key, mapping={name: updated[name] for name in COUNTERS} | {"trade_q": q})
+    tiles.project_counters(r, "SPY", epoch, [cid])
     r.sadd(keys.dirty_contracts("SPY", epoch), cid)
 
 
@@ -59,6 +63,10 @@ def stored(r: redis.Redis, epoch: str) -> dict[int, tuple[int, ...]]:
     return out
 
 
+class WorkerDied(BaseException):
+    """The worker process is killed at this point."""
+
+
 operations = st.lists(
     st.one_of(
         st.tuples(st.just("trade"), st.integers(0, 2 * len(EXPIRIES) * len(STRIKES) - 1),
@@ -67,6 +75,7 @@ operations = st.lists(
         st.tuples(st.just("killed_after_take")),
         st.tuples(st.just("killed_before_write")),
         st.tuples(st.just("foreign_run")),
+        st.tuples(st.just("beyond_doubles"), st.integers(0, 2 * len(EXPIRIES) * len(STRIKES) - 1)),
     ),
     max_size=40,
 )  # fmt: skip
@@ -76,7 +85,6 @@ operations = st.lists(
 @given(ops=operations)
 def test_tiles_always_equal_a_from_scratch_recomputation(r: redis.Redis, ops: list[tuple]) -> None:
     epoch, cids = make_epoch(r)
-    layout = tiles.read_layout(r, "SPY", epoch)
     q = 0
     for op in ops:
         if op[0] == "trade":
@@ -92,10 +100,15 @@ def test_tiles_always_equal_a_from_scratch_recomputation(r: redis.Redis, ops: li
             tiles.run_heatmap(r, "SPY")
             tiles._boards.clear()
             tiles._boards.update(mine)
-        else:  # dies after reading and aggregating, before its write transaction: nothing was written
-            dirty = tiles.take_dirty(r, "SPY", epoch)
-            members = [cid for t in {layout.tile_of[cid] for cid in dirty} for cid in layout.members[t]]
-            tiles.aggregate_tile_values(tiles.read_contract_values(r, "SPY", epoch, members))
+        elif op[0] == "beyond_doubles":  # a counter no double holds: its record is marked, its tile summed exactly
+            key = keys.contract("SPY", epoch, "heatmap", cids[op[1]])
+            r.hincrby(key, "buy_micro", 2**53 + 1)
+            r.hincrby(key, "flow_micro", 2**53 + 1)
+            tiles.project_counters(r, "SPY", epoch, [cids[op[1]]])
+            r.sadd(keys.dirty_contracts("SPY", epoch), cids[op[1]])
+        else:  # dies after reading and summing, just before write_tiles.lua: nothing was written
+            with mock.patch.object(tiles, "_write_tiles", side_effect=WorkerDied), suppress(WorkerDied):
+                tiles.run_heatmap(r, "SPY")  # (with nothing dirty there is no write to die at)
     # a view clock past the heartbeat: this run publishes whatever changed, or republishes
     (result,) = tiles.run_heatmap(r, "SPY", now_ms=time.time_ns() // 1_000_000 + tiles.REPUBLISH_UNCHANGED_MS)
     assert result.publication is not None and result.publication.published
@@ -140,12 +153,13 @@ def test_a_run_racing_a_retirement_leaves_no_key_without_ttl(r: redis.Redis) -> 
 
 integer_text = st.one_of(st.integers(-(10**12), 10**12).map(str), st.integers(0, 10**6).map(str), st.just("-0"),
                          st.none())  # fmt: skip
-# (other spellings of whole numbers — "1e3", "0x10", "5.0" — are read as numbers by Lua: see recompute_tiles.lua)
-counter_text = st.one_of(integer_text, st.sampled_from(["", "abc", "1.5", " 7", "-", "nan", "inf"]))
+counter_text = st.one_of(integer_text, st.sampled_from(["", "abc", "1.5", " 7", "-", "nan", "inf", "1e3", "0x10",
+                                                         "5.0", str(2**53), str(-(2**60))]))  # fmt: skip
 
 
 def write_counters(r: redis.Redis, epoch: str, cids: list[str], rows: list[tuple]) -> None:
-    """Set the counters of some contracts (None = absent), delete some hashes, mark them all dirty."""
+    """Set the counters of some contracts (None = absent), delete some hashes, write their counter records from
+    the hashes (``project_counters.lua``), mark them all dirty."""
     gone: set[int] = set()
     for index, values, deleted in rows:
         if index in gone:  # writers only ever touch existing hashes (ingest checks the multiplier)
@@ -158,20 +172,26 @@ def write_counters(r: redis.Redis, epoch: str, cids: list[str], rows: list[tuple
         if deleted:
             r.delete(key)
             gone.add(index)
+        tiles.project_counters(r, "SPY", epoch, [cids[index]])
         r.sadd(keys.dirty_contracts("SPY", epoch), cids[index])
 
 
-def counter_rows(text: st.SearchStrategy[str | None]) -> st.SearchStrategy[list[tuple]]:
-    return st.lists(st.tuples(st.integers(0, 23), st.lists(text, min_size=5, max_size=5), st.booleans()),
-                    min_size=1, max_size=30)  # fmt: skip
+def counter_rows(text: st.SearchStrategy[str | None], counts: st.SearchStrategy[str | None] | None = None
+                 ) -> st.SearchStrategy[list[tuple]]:  # fmt: skip
+    """(contract index, the five counters — volume and trades from ``counts`` if given —, hash deleted)."""
+    counts = text if counts is None else counts
+    values = st.tuples(text, text, text, counts, counts).map(list)
+    return st.lists(st.tuples(st.integers(0, 23), values, st.booleans()), min_size=1, max_size=30)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=counter_rows(integer_text))
-def test_the_lua_sums_are_the_python_sums(r: redis.Redis, monkeypatch: pytest.MonkeyPatch, rows: list[tuple]) -> None:
-    """recompute_tiles.lua against the reference ``aggregate_tiles`` on integer counters (also negative,
-    "-0" and absent ones) and hashes that no longer exist — summed in Lua: the Python path must not run."""
-    monkeypatch.setattr(tiles, "_recompute_exactly", lambda *a: pytest.fail("the Lua sums were not used"))
+@given(rows=counter_rows(integer_text, st.one_of(st.integers(0, 10**9).map(str), st.just("-0"), st.none())))
+def test_the_record_sums_are_the_python_sums(r: redis.Redis, monkeypatch: pytest.MonkeyPatch, rows: list[tuple]
+                                            ) -> None:  # fmt: skip
+    """Tiles summed from the counter records against the reference ``aggregate_tiles`` on the hashes, on
+    integer counters (premiums also negative, "-0" and absent ones; volume and trades never negative) and
+    hashes that no longer exist — the records are used: the path reading the hashes must not run."""
+    monkeypatch.setattr(tiles, "_recompute_exactly", lambda *a: pytest.fail("the counter records were not used"))
     epoch, cids = make_epoch(r)
     write_counters(r, epoch, cids, rows)
     tiles.run_heatmap(r, "SPY")
@@ -181,7 +201,8 @@ def test_the_lua_sums_are_the_python_sums(r: redis.Redis, monkeypatch: pytest.Mo
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=counter_rows(counter_text))
 def test_odd_counters_go_to_the_python_reference(r: redis.Redis, rows: list[tuple]) -> None:
-    """Any text that is not a whole number in a counter ("", "abc", "1.5", "nan" …): the reference's tiles."""
+    """Any text that is not decimal integer text below 2^53 in a counter ("", "abc", "1.5", "1e3", 2^60 …):
+    its record is marked unreadable, and its tile is the reference's (summed from the hashes)."""
     epoch, cids = make_epoch(r)
     write_counters(r, epoch, cids, rows)
     tiles.run_heatmap(r, "SPY")
@@ -194,6 +215,7 @@ def test_a_tile_beyond_exact_doubles_is_summed_with_python_integers(r: redis.Red
     call_100 = "O:SPY:2030-02-15:100.5:C"
     r.hset(keys.contract("SPY", epoch, "heatmap", call_100),
            mapping={"flow_micro": huge, "buy_micro": huge, "volume": 1, "trades": 1})  # fmt: skip
+    assert tiles.project_counters(r, "SPY", epoch, [call_100]) == (1, 1)  # written, marked unreadable
     r.sadd(keys.dirty_contracts("SPY", epoch), call_100)
     (result,) = tiles.run_heatmap(r, "SPY")
     assert result.dirty == 1 and result.publication is not None and result.publication.published
@@ -217,6 +239,7 @@ def test_the_published_bytes_are_the_view_built_from_the_stored_tiles(r: redis.R
         if round_ == 2:  # a tile whose flow cancels out becomes empty again and leaves the view
             key = keys.contract("SPY", epoch, "heatmap", cids[0])
             r.hset(key, mapping=dict.fromkeys(COUNTERS, 0))
+            tiles.project_counters(r, "SPY", epoch, [cids[0]])
             r.sadd(keys.dirty_contracts("SPY", epoch), cids[0])
         (result,) = tiles.run_heatmap(r, "SPY", now_ms=NOW + round_)
         tiles_now = {int(k): unpack_tile(v) for k, v in r.hgetall(keys.heatmap_tiles("SPY", epoch)).items()}
@@ -250,3 +273,56 @@ def test_an_unchanged_view_is_republished_only_as_a_heartbeat(r: redis.Redis) ->
     )
     r.set(keys.model_version("heatmap", "SPY"), 40)  # another writer published (or Redis was restored)
     assert run(NOW + 5400) == 41
+
+
+def test_a_run_overtaken_between_its_read_and_its_write_runs_again(r: redis.Redis) -> None:
+    """A worker whose lock expired is overtaken: between its read of the records and its write, another run
+    recomputes the same tile from newer state. Its write is refused (the tiles version moved) and it runs
+    again, so the newer sums are never overwritten with older ones."""
+    epoch, cids = make_epoch(r)
+    call_100 = "O:SPY:2030-02-15:100.5:C"
+    trade(r, epoch, call_100, "1.10", 3, 1)
+    real_write = tiles._write_tiles
+    writes: list[str] = []
+
+    def overtaken(*args: object) -> int:
+        if not writes:  # the first write: another worker takes over first, after one more trade
+            writes.append("other")
+            trade(r, epoch, call_100, "1.10", 5, 2)
+            mine = dict(tiles._boards)
+            tiles._boards.clear()
+            tiles.run_heatmap(r, "SPY")
+            tiles._boards.clear()
+            tiles._boards.update(mine)
+        writes.append("mine")
+        return real_write(*args)
+
+    with mock.patch.object(tiles, "_write_tiles", side_effect=overtaken):
+        (result,) = tiles.run_heatmap(r, "SPY")
+    # the other run's write, then this run's (refused: CONFLICT), then its second attempt found nothing left
+    assert writes == ["other", "mine", "mine"] and result.dirty == 0
+    assert stored(r, epoch) == from_scratch(r, epoch, cids)
+    (tile,) = stored(r, epoch).values()
+    assert tile[3] == 8 and tile[4] == 2  # both trades: 3 + 5 contracts
+    view = orjson.loads(r.get(keys.model_view("heatmap", "SPY")))
+    assert [t["volume"] for t in view["tiles"]] == [8]
+
+
+def test_an_epoch_without_counter_records_is_summed_from_the_hashes_then_gets_them(r: redis.Redis) -> None:
+    """An epoch created by a version without records (no counters string, no slots in the hashes): the first
+    run sums from the hashes and writes every record; later runs read the records."""
+    epoch, cids = make_epoch(r)
+    r.delete(keys.heatmap_counters("SPY", epoch))
+    for cid in cids:
+        r.hdel(keys.contract("SPY", epoch, "heatmap", cid), "slot")
+    trade(r, epoch, cids[0], "1.10", 3, 1)  # (its own projection finds no string: it creates it)
+    r.delete(keys.heatmap_counters("SPY", epoch))
+    tiles.run_heatmap(r, "SPY")
+    assert stored(r, epoch) == from_scratch(r, epoch, cids)
+    assert r.strlen(keys.heatmap_counters("SPY", epoch)) == 40 * len(cids)
+    slots = [int(r.hget(keys.contract("SPY", epoch, "heatmap", cid), "slot")) for cid in cids]
+    assert sorted(slots) == list(range(len(cids)))
+    trade(r, epoch, cids[5], "0.95", 2, 2)
+    with mock.patch.object(tiles, "_recompute_exactly", side_effect=AssertionError("records not used")):
+        tiles.run_heatmap(r, "SPY")
+    assert stored(r, epoch) == from_scratch(r, epoch, cids)

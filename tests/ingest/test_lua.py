@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import orjson
 import pytest
 import redis
@@ -11,22 +13,44 @@ from hypothesis import strategies as st
 from fabric import keys
 from fabric.scripts import script
 from ingest.batch import BatchBuilder, EpochCall, SequenceFilter, Universe
-from models.heatmap import apply_trade
+from models.heatmap import COUNTERS, RECORD_BYTES, RECORD_FORMAT, UNREADABLE, apply_trade
 
 U, E = "SPY", "e1"
 CID = "O:SPY:2025-12-19:650:C"
 HM, GX = keys.contract(U, E, "heatmap", CID), keys.contract(U, E, "gex", CID)
+RECORDS = keys.heatmap_counters(U, E)
 NOW = 1_800_000_000_000
 
 
 def seed(
     r: redis.Redis, *, bid: str | None = "1.00", ask: str | None = "1.10", quote_ts: int = NOW, multiplier: int = 100
 ) -> None:
-    fields = {"strike": "650", "expiry": "2025-12-19", "cp": "C", "tile": "0", "multiplier": multiplier}
+    fields = {"strike": "650", "expiry": "2025-12-19", "cp": "C", "tile": "0", "slot": "1", "multiplier": multiplier}
     if bid is not None:
         fields.update(bid=bid, ask=ask, quote_ts_ms=quote_ts)
     r.hset(HM, mapping=fields)
     r.hset(GX, mapping={"strike": "650", "volume": 10})
+    r.set(RECORDS, bytes(3 * RECORD_BYTES))  # slots 0 … 2 of the epoch; the contract is slot 1
+
+
+def raw(r: redis.Redis) -> redis.Redis:
+    """A client on the same server that returns bytes (the records are binary)."""
+    kwargs = r.connection_pool.connection_kwargs
+    return redis.Redis(host=kwargs["host"], port=kwargs["port"], db=kwargs.get("db", 0))
+
+
+def record(r: redis.Redis) -> tuple[int, ...]:
+    """The contract's counter record (slot 1) as ingest left it."""
+    return struct.unpack(RECORD_FORMAT, raw(r).getrange(RECORDS, RECORD_BYTES, 2 * RECORD_BYTES - 1))
+
+
+def assert_record_is_the_hash(r: redis.Redis) -> None:
+    """The record ingest wrote in the same call holds exactly the hash's counters; its neighbours are untouched."""
+    stored = r.hgetall(HM)
+    assert record(r) == tuple(int(stored.get(name, 0)) for name in COUNTERS)
+    records = raw(r).get(RECORDS)
+    assert len(records) == 3 * RECORD_BYTES
+    assert records[:RECORD_BYTES] == records[2 * RECORD_BYTES :] == bytes(RECORD_BYTES)
 
 
 def run(r: redis.Redis, events: list[tuple], max_age_ms: int = 60_000, bad_counters: int = 0) -> list[int]:
@@ -108,6 +132,7 @@ def test_lua_matches_the_python_reference(
     stored = r.hgetall(HM)
     for name in ("flow_micro", "buy_micro", "sell_micro", "volume", "trades"):
         assert int(stored.get(name, 0)) == expected[name], name
+    assert_record_is_the_hash(r)
 
 
 def test_a_trade_uses_the_quote_that_preceded_it_in_the_batch(r: redis.Redis) -> None:
@@ -175,6 +200,8 @@ def test_a_batch_with_float_prices_matches_the_reference_trade_by_trade(
     for name in ("flow_micro", "buy_micro", "sell_micro", "volume", "trades"):
         assert int(stored.get(name, 0)) == state.get(name, 0), name
     assert {k: stored[k] for k in last} == last
+    if any(kind == "T" for kind, _, _ in events):  # (quotes alone write no record)
+        assert_record_is_the_hash(r)
 
 
 def test_a_dirty_set_created_after_retirement_inherits_the_ttl(r: redis.Redis) -> None:
@@ -242,6 +269,10 @@ def test_frames_through_the_batch_builder_store_exactly_what_they_carried(
     assert {k: stored.get(k) for k in expected} == expected
     for name in ("flow_micro", "buy_micro", "sell_micro", "volume", "trades"):
         assert int(stored.get(name, 0)) == state.get(name, 0), name
+    if state:
+        assert_record_is_the_hash(r)
+    else:  # quotes only: no record written
+        assert record(r) == (0, 0, 0, 0, 0)
 
 
 def test_a_corrupt_stored_counter_is_counted_and_left_never_a_script_error(r: redis.Redis) -> None:
@@ -252,3 +283,29 @@ def test_a_corrupt_stored_counter_is_counted_and_left_never_a_script_error(r: re
     assert run(r, [trade("1.10", size=2)], bad_counters=2) == [0, 1, 0, 0, 1, 0]
     assert r.hmget(HM, "buy_micro", "volume", "flow_micro") == ["abc", "1e20", "220000000"]
     assert r.hget(HM, "trades") == "9007199254740994"  # an integer beyond 2^53: added exactly by Redis
+    assert record(r)[4] == UNREADABLE  # the heatmap sums this contract's tile from the hashes
+
+
+def test_a_counter_crossing_2_53_marks_the_record_and_back_below_writes_it_again(r: redis.Redis) -> None:
+    seed(r)
+    r.hset(HM, "volume", 2**53 - 2)
+    run(r, [trade("1.10", size=1, q=1)])
+    assert_record_is_the_hash(r)  # 2^53 − 1: still exact
+    run(r, [trade("1.10", size=1, q=2)])
+    assert r.hget(HM, "volume") == str(2**53) and record(r)[4] == UNREADABLE
+    r.hset(HM, "volume", 7)  # (repaired by hand)
+    run(r, [trade("1.10", size=1, q=3)])
+    assert_record_is_the_hash(r)
+    assert record(r)[3] == 8
+
+
+def test_no_record_is_written_outside_the_counters_string(r: redis.Redis) -> None:
+    """No counters string (an epoch of an older version), or a slot beyond it: the hash is written, the
+    string is neither created nor grown."""
+    seed(r)
+    r.delete(RECORDS)
+    run(r, [trade("1.10", q=1)])
+    assert not r.exists(RECORDS) and r.hget(HM, "trades") == "1"
+    r.set(RECORDS, bytes(RECORD_BYTES))  # one record only: slot 1 is beyond it
+    run(r, [trade("1.10", q=2)])
+    assert raw(r).get(RECORDS) == bytes(RECORD_BYTES) and r.hget(HM, "trades") == "2"

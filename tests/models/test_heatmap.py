@@ -1,18 +1,25 @@
 import itertools
 import math
+import struct
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.heatmap import (
+    RECORD_BYTES,
+    RECORD_FORMAT,
+    UNREADABLE,
     Tile,
+    aggregate_tile_values,
     aggregate_tiles,
     apply_trade,
     build_heatmap_view,
     classify_trade,
+    counter_slots,
     merge_tiles,
     pack_tile,
+    sum_counter_records,
     tile_cell,
     tile_index,
     unpack_tile,
@@ -205,3 +212,50 @@ def test_contracts_to_view_end_to_end() -> None:
     assert view["tiles"] == [{"expiry": "2030-01-18", "bucket": 11.0, "net_flow": 500.0, "buy_premium": 600.0,
                               "sell_premium": 100.0, "volume": 4, "trades": 2, "call_flow": 600.0,
                               "put_flow": -100.0}]  # fmt: skip
+
+
+# --- counter records ------------------------------------------------------------------------------------------
+
+
+def test_counter_slots_put_a_tiles_contracts_side_by_side_calls_first() -> None:
+    tile_of = {"O:X:2030-01-18:101:P": 4, "O:X:2030-01-18:100:P": 4, "O:X:2030-01-18:101:C": 4,
+               "O:X:2030-01-18:99:C": 2, "O:X:2030-01-18:100:C": 4}  # fmt: skip
+    assert counter_slots(tile_of) == ["O:X:2030-01-18:99:C", "O:X:2030-01-18:100:C", "O:X:2030-01-18:101:C",
+                                      "O:X:2030-01-18:100:P", "O:X:2030-01-18:101:P"]  # fmt: skip
+
+
+record_value = st.integers(-(2**53) + 1, 2**53 - 1)
+contract_counters = st.tuples(record_value, record_value, record_value, st.integers(0, 2**53 - 1),
+                              st.integers(0, 2**53 - 1))  # fmt: skip
+
+
+tile_members = st.tuples(st.lists(contract_counters, max_size=4), st.lists(contract_counters, max_size=4))
+
+
+@given(tiles=st.lists(tile_members, min_size=1, max_size=12), pick=st.data())
+def test_record_sums_equal_the_reference_sums(tiles: list[tuple[list, list]], pick: st.DataObject) -> None:
+    """Tiles of calls and puts laid out as chain decomposition lays them out, summed from their records:
+    exactly :func:`aggregate_tile_values` on the same counters (Python integers), for any subset of tiles."""
+    records, spans, rows = b"", [], []
+    for index, (calls, puts) in enumerate(tiles):
+        spans.append((len(records) // RECORD_BYTES, len(calls), len(puts)))
+        for cp, counters in [("C", c) for c in calls] + [("P", p) for p in puts]:
+            records += struct.pack(RECORD_FORMAT, *counters)
+            rows.append((str(index), cp, *map(str, counters)))
+    chosen = sorted(pick.draw(st.sets(st.sampled_from([i for i, s in enumerate(spans) if s[1] + s[2]]))
+                              if any(s[1] + s[2] for s in spans) else st.just(set())))  # fmt: skip
+    sums = sum_counter_records(records, *zip(*(spans[i] for i in chosen), strict=True)) if chosen else []
+    reference = aggregate_tile_values(rows)
+    assert sums == [list(reference[i].counters()) for i in chosen]
+
+
+def test_an_unreadable_or_missing_record_sends_the_tiles_to_the_hashes() -> None:
+    good = struct.pack(RECORD_FORMAT, 5, 5, 0, 1, 1)
+    marked = struct.pack(RECORD_FORMAT, 0, 0, 0, 0, UNREADABLE)
+    assert sum_counter_records(good + good, [0], [1], [1]) == [[10, 10, 0, 2, 2, 5, 5]]
+    assert sum_counter_records(good + marked, [0], [1], [1]) is None
+    assert sum_counter_records(good + marked, [0], [1], [0]) == [[5, 5, 0, 1, 1, 5, 0]]  # not in the tile
+    assert sum_counter_records(good + struct.pack(RECORD_FORMAT, 2**53, 0, 0, 1, 1), [0], [1], [1]) is None
+    assert sum_counter_records(good + struct.pack(RECORD_FORMAT, -(2**53), 0, 0, 1, 1), [0], [1], [1]) is None
+    assert sum_counter_records(good, [0], [1], [1]) is None  # too short for the tile
+    assert sum_counter_records(good, [], [], []) == []

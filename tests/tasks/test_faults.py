@@ -27,6 +27,7 @@ from celery import Celery
 from chain.snapshot import run_snapshot
 from fabric import keys
 from fabric.settings import Settings
+from fabric.tiles import project_counters
 from models.heatmap import aggregate_tiles, unpack_tile
 from tasks.models import LOCK_TIMEOUT_S
 from tests.support.servers import ROOT, RedisServer, SimProcess
@@ -180,7 +181,8 @@ def setup() -> Iterator[Setup]:
 
 
 def trade_everywhere(r: redis.Redis, epoch: str, step: int, every: int = 1) -> int:
-    """What ingest does for a trade, for every ``every``-th heatmap contract: counters up, contract dirty."""
+    """What ingest does for a trade, for every ``every``-th heatmap contract: counters up, their counter records
+    written, contracts dirty (in that order, as the ingest script does them)."""
     cids = r.zrange(keys.model_index(U, epoch, "heatmap", "plane"), 0, -1)[::every]
     pipe = r.pipeline(transaction=False)
     for i, cid in enumerate(cids):
@@ -191,8 +193,9 @@ def trade_everywhere(r: redis.Redis, epoch: str, step: int, every: int = 1) -> i
         pipe.hincrby(key, side, premium)
         pipe.hincrby(key, "volume", i % 5 + 1)
         pipe.hincrby(key, "trades", 1)
-        pipe.sadd(keys.dirty_contracts(U, epoch), cid)
     pipe.execute()
+    project_counters(r, U, epoch, cids)
+    r.sadd(keys.dirty_contracts(U, epoch), *cids)
     return len(cids)
 
 
@@ -253,7 +256,7 @@ HOLD_ATTEMPTS = 5
 
 def held_after_take(setup: Setup, epoch: str) -> tuple[int, dict[str, str], str | None]:
     """Dirty every contract, send a heatmap run and pause the state store's writes the moment the run took the
-    dirty set (``take_dirty.lua``), before its ``recompute_tiles.lua`` writes the tiles; returns with writes
+    dirty set (``take_dirty.lua``), before its ``write_tiles.lua`` writes the tiles; returns with writes
     paused: (contracts dirtied, tiles before, tiles version before).
 
     A keyspace notification of the processing set (sent by Redis while it runs ``take_dirty.lua``) triggers

@@ -27,7 +27,13 @@ from redis import Redis
 from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-Command = Sequence[str | bytes | memoryview | int | float]
+
+class Pieces(tuple):
+    """One argument sent as the concatenation of these bytes-like pieces (never joined in memory): a view
+    with its version spliced in front."""
+
+
+Command = Sequence[str | bytes | memoryview | Pieces | int | float]
 CHUNK_COMMANDS = 2_000
 #: bytes arguments longer than this are sent without being copied into the packed command (see _pack_big)
 BIG_ARGUMENT = 1 << 16
@@ -120,7 +126,8 @@ def _run(client: Redis, commands: Iterable[Command], *, encoding: str | None) ->
         chunk: list[bytes] = []
         sent = 0
         for command in commands:
-            if any(isinstance(arg, bytes | memoryview) and len(arg) > BIG_ARGUMENT for arg in command):
+            if any(isinstance(arg, Pieces) or (isinstance(arg, bytes | memoryview) and len(arg) > BIG_ARGUMENT)
+                   for arg in command):  # fmt: skip
                 if chunk:
                     connection.send_packed_command([b"".join(chunk)], check_health=False)
                     sent += len(chunk)
@@ -145,10 +152,14 @@ def _run(client: Redis, commands: Iterable[Command], *, encoding: str | None) ->
 
 
 def _pack_big(command: Command) -> list[bytes]:
-    """RESP of a command with a large bytes argument (a published view), the large ones left as they are:
+    """RESP of a command with a large bytes argument (a published view), the large ones (and every
+    :class:`Pieces`) left as they are:
     ``hiredis.pack_command`` formats every byte (~2 ms per MB), ``sendall`` of the pieces copies nothing."""
     out: list[bytes] = [b"*%d\r\n" % len(command)]
     for arg in command:
+        if isinstance(arg, Pieces):
+            out += (b"$%d\r\n" % sum(len(piece) for piece in arg), *arg, b"\r\n")
+            continue
         if isinstance(arg, bytes | memoryview):
             data = arg
         elif isinstance(arg, str):

@@ -26,6 +26,7 @@ contract id (see :mod:`fabric.contracts`).
 | ``massive:chain:errors:{U}`` | HASH error counters of the chain snapshots |
 | ``mmaker:<model>:model:{U}`` | STRING complete JSON view |
 | ``mmaker:<model>:version:{U}`` | STRING version of the last published view |
+| ``mmaker:<model>:staged:{U}`` | STRING a view being published (renamed onto the view by the publish script) |
 | ``massive:ingest:status`` | HASH ingest status |
 | channel ``mmaker:models`` | model publications |
 | channel ``mmaker:epochs`` | epoch lifecycle notifications (warming, active, retired) |
@@ -152,6 +153,11 @@ def chain_lock(underlying: str) -> str:
 def model_view(model: Model, underlying: str) -> str:
     """STRING: the complete published JSON view of ``model`` for ``underlying``."""
     return f"mmaker:{model}:model:{tag(underlying)}"
+
+
+def staged_view(model: Model, underlying: str) -> str:
+    """STRING: a complete view (version included) on its way to ``model_view``: publish_view.lua renames it."""
+    return f"mmaker:{model}:staged:{tag(underlying)}"
 
 
 def model_version(model: Model, underlying: str) -> str:

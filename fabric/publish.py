@@ -11,7 +11,7 @@ from redis import Redis
 from redis.exceptions import ResponseError
 
 from fabric import keys
-from fabric.bulk import execute_pipeline
+from fabric.bulk import Pieces, execute_pipeline
 from fabric.keys import Model
 from fabric.scripts import script_sha, script_source
 
@@ -45,22 +45,47 @@ def publish_view(r: Redis, model: Model, underlying: str, epoch: str, view: dict
     return publish_encoded_view(r, model, underlying, epoch, encode_view(view))
 
 
-def publish_encoded_view(r: Redis, model: Model, underlying: str, epoch: str, body: bytes) -> Publication:
-    """:func:`publish_view` for a view already encoded as a JSON object without ``version``."""
+def publish_encoded_view(r: Redis, model: Model, underlying: str, epoch: str, body: bytes, *,
+                         stored_version: int | None = None) -> Publication:  # fmt: skip
+    """:func:`publish_view` for a view already encoded as a JSON object without ``version``.
+
+    The view is staged with its version (``stored_version`` + 1, the version read now if not given) and
+    published by ``publish_view.lua`` in one pipeline; sent without being copied (up to a megabyte).
+    """
     if len(body) < 3 or body[:1] != b"{" or body[-1:] != b"}" or body.startswith(b'{"version"'):
         raise ValueError("a view is a non-empty JSON object without a version")
     u = underlying.upper()
-    command = ("EVALSHA", script_sha("publish_view"), 6, keys.active_epoch(u), keys.model_view(model, u),
-               keys.model_version(model, u), keys.epoch_meta(u, epoch), keys.prepared_view(u, epoch, model),
-               keys.epoch_ready(u, epoch), epoch, memoryview(body)[1:], keys.MODELS_CHANNEL, model, u)  # fmt: skip
-    for attempt in range(2):  # a view is up to a megabyte: sent by execute_pipeline without being copied
-        (reply,) = execute_pipeline(r, [command])
-        if not isinstance(reply, hiredis.ReplyError):
-            break
-        if not str(reply).startswith("NOSCRIPT") or attempt:
+    view_keys = (keys.active_epoch(u), keys.model_view(model, u), keys.model_version(model, u),
+                 keys.epoch_meta(u, epoch), keys.prepared_view(u, epoch, model), keys.epoch_ready(u, epoch),
+                 keys.staged_view(model, u))  # fmt: skip
+    rest = memoryview(body)[1:]
+    loaded = False
+    for _ in range(PUBLISH_ATTEMPTS):
+        if stored_version is None:
+            stored_version = int(r.get(keys.model_version(model, u)) or 0)
+        version = stored_version + 1
+        staged, reply = execute_pipeline(r, [
+            ("SET", keys.staged_view(model, u), Pieces((b'{"version":%d,' % version, rest))),
+            ("EVALSHA", script_sha("publish_view"), len(view_keys), *view_keys, epoch, version, keys.MODELS_CHANNEL,
+             model, u),
+        ])  # fmt: skip
+        if isinstance(staged, hiredis.ReplyError):
+            raise ResponseError(str(staged))
+        if isinstance(reply, hiredis.ReplyError):
+            if str(reply).startswith("NOSCRIPT") and not loaded:
+                r.script_load(script_source("publish_view"))
+                loaded = True
+                continue
             raise ResponseError(str(reply))
-        r.script_load(script_source("publish_view"))
-    status, detail = reply
-    if status == "published":
-        return Publication(status, int(detail))
-    return Publication(status, 0, str(detail))
+        status, detail = reply
+        if status == "stale":  # another publisher moved the version: stage again with the next one
+            stored_version = int(detail)
+            continue
+        if status == "published":
+            return Publication(status, int(detail))
+        return Publication(status, 0, str(detail))
+    raise ResponseError(f"{model} {u}: the view version kept moving under {PUBLISH_ATTEMPTS} attempts")
+
+
+#: attempts of one publication when other publishers keep moving the version (or a first NOSCRIPT)
+PUBLISH_ATTEMPTS = 4

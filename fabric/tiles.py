@@ -32,28 +32,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import hiredis
+import numpy as np
 import orjson
 from redis import Redis
 from redis.exceptions import ResponseError
 
 from fabric import keys
-from fabric.bulk import execute_pipeline
+from fabric.bulk import execute_pipeline, execute_transaction
 from fabric.publish import Publication, publish_encoded_view
 from fabric.scripts import script, script_sha, script_source
 from models.heatmap import (
     COUNTERS,
     MAX_SUMMED_MEMBERS,
+    TILE_RECORD_BYTES,
     Tile,
     aggregate_tile_values,
     assemble_heatmap_view,
     bucket_lower_strike,
     counter_cells,
     counter_slots,
-    pack_tile,
+    pack_tiles,
     sum_counter_records,
     tile_cell,
     tile_cells,
-    unpack_tile,
+    unpack_tiles,
 )
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,8 @@ class EpochLayout:
     axes_json: bytes
     raw_tile_of: dict[bytes, int]  # tile_of keyed by the contract id's bytes (as the dirty set comes back)
     summable: bool  # every tile small enough to sum its records in int64 (else: always the exact path)
+    slot_tiles: list[int]  # the tiles that hold contracts, in tile order: tile slot -> tile (the tile records)
+    tile_slot: dict[int, int]  # tile -> its slot
 
     @property
     def tile_count(self) -> int:
@@ -131,7 +135,8 @@ def read_layout(r: Redis, underlying: str, epoch: str) -> EpochLayout | None:
             cell_axes[tile] = (expiries[expiry_index], bucket_lower_strike(bucket, bucket_width))
     layout = EpochLayout(expiries, bucket_first, bucket_count, bucket_width, tile_of, members, spans, cell_axes,
                          orjson.dumps(axes), {cid.encode(): tile for cid, tile in tile_of.items()},
-                         all(len(cids) < MAX_SUMMED_MEMBERS for cids in members.values()))  # fmt: skip
+                         all(len(cids) < MAX_SUMMED_MEMBERS for cids in members.values()), sorted(members),
+                         {tile: slot for slot, tile in enumerate(sorted(members))})  # fmt: skip
     _layouts[(underlying, epoch)] = layout
     return layout
 
@@ -179,9 +184,12 @@ class TileBoard:
     _parts: list[bytes] = field(default_factory=list)  # their encoded JSON, in the same order
     _position: dict[int, int] | None = None  # tile -> index in _order (None: the order must be rebuilt)
     _stale: set[int] = field(default_factory=set)  # tiles updated since their part was encoded
+    records: bytearray = field(default_factory=bytearray)  # the stored tiles string (tile records by slot)
 
-    def update(self, cells: dict[int, dict[str, Any] | None], version: int) -> None:
-        """Replace the recomputed cells (their JSON is re-encoded on the next view) and take ``version``."""
+    def update(self, cells: dict[int, dict[str, Any] | None], version: int, records: bytearray) -> None:
+        """Replace the recomputed cells (their JSON is re-encoded on the next view), take ``version`` and the
+        tiles string as stored with it."""
+        self.records = records
         for index, cell in cells.items():
             if self._position is not None and (cell is None) != (index not in self._position):
                 self._position = None  # a cell appeared or went: the order changes
@@ -222,23 +230,41 @@ def load_board(r: Redis, underlying: str, epoch: str, layout: EpochLayout) -> Ti
     board = _boards.get((underlying, epoch))
     if board is not None and board.version == version:
         return board
-    pipe = r.pipeline(transaction=True)
-    pipe.hgetall(keys.heatmap_tiles(underlying, epoch))
-    pipe.get(keys.heatmap_tiles_version(underlying, epoch))
-    stored, stored_version = pipe.execute()
-    tiles = {int(k): unpack_tile(v) for k, v in stored.items()}
-    board = TileBoard(int(stored_version or 0), tile_cells(tiles, **_axes(layout)))
+    stored_version, tiles = read_tiles(r, underlying, epoch, layout)
+    records = pack_tiles(tiles[tile] for tile in layout.slot_tiles)
+    board = TileBoard(stored_version, tile_cells(tiles, **_axes(layout)), records=bytearray(records))
     _boards[(underlying, epoch)] = board
     return board
+
+
+def read_tiles(r: Redis, underlying: str, epoch: str, layout: EpochLayout | None = None
+               ) -> tuple[int, dict[int, Tile]]:  # fmt: skip
+    """(tiles version, every tile of the epoch that holds contracts) as stored, read in one transaction.
+
+    Tiles of an epoch written by an earlier version (a HASH of text tiles) are dropped and every contract of
+    the epoch marked dirty, so the next run writes them all as records."""
+    layout = layout or read_layout_or_raise(r, underlying, epoch)
+    tiles_key, version_key = keys.heatmap_tiles(underlying, epoch), keys.heatmap_tiles_version(underlying, epoch)
+    try:
+        records, version = execute_transaction(r, [("GET", tiles_key), ("GET", version_key)])
+    except ResponseError as error:
+        if "WRONGTYPE" not in str(error):
+            raise
+        log.warning("heatmap %s %s: tiles stored as text by an earlier version — recomputing them all", underlying,
+                    epoch)  # fmt: skip
+        dirty = keys.dirty_contracts(underlying, epoch)
+        execute_transaction(r, [("DEL", tiles_key), ("SUNIONSTORE", dirty, dirty, keys.epoch_universe(underlying,
+                                                                                                         epoch)),
+                                ("INCR", version_key)])  # fmt: skip
+        records, version = execute_transaction(r, [("GET", tiles_key), ("GET", version_key)])
+    stored = unpack_tiles(records or b"")
+    return int(version or 0), {tile: stored[slot] if slot < len(stored) else EMPTY_TILE
+                               for slot, tile in enumerate(layout.slot_tiles)}  # fmt: skip
 
 
 #: attempts of one run when other writers keep moving the tiles version (a run that took over after this
 #: worker's lock expired); each attempt is a complete run, so giving up loses nothing (the processing set stays)
 RUN_ATTEMPTS = 3
-
-
-#: models.heatmap.pack_tile of a tile's seven integers, as a format string (the per-run hot path)
-PACKED = "{},{},{},{},{},{},{}"
 
 
 class TilesConflict(ResponseError):
@@ -276,24 +302,23 @@ def _recompute_once(r: Redis, underlying: str, epoch: str, layout: EpochLayout) 
     starts, calls, puts = zip(*(spans[tile] for tile in touched), strict=True) if touched else ((), (), ())
     if records is not None and layout.summable:
         sums = sum_counter_records(records, starts, calls, puts)
+    board = _boards.get((underlying, epoch))
+    board = board if board is not None and board.version == read_version else None  # else: another wrote
     if sums is not None:
-        cells = counter_cells(touched, sums, layout.cell_axes)
-        args = [str(read_version)]
-        for tile, row in zip(touched, sums, strict=True):
-            args += (str(tile), PACKED.format(*row))
-        version = _write_tiles(r, underlying, epoch, args)
+        cells = counter_cells(touched, sums.tolist(), layout.cell_axes)
+        version, whole = _write_tiles(r, underlying, epoch, layout, touched, sums.astype("<i8").tobytes(),
+                                      read_version, board)  # fmt: skip
     else:
         log.info("heatmap %s %s: counter records %s — summing %d tiles from the contract hashes", underlying,
                  epoch, "absent" if records is None else "not all readable", len(touched))  # fmt: skip
-        version, written = _recompute_exactly(r, underlying, epoch, layout, touched, read_version)
+        version, whole, written = _recompute_exactly(r, underlying, epoch, layout, touched, read_version, board)
         if records is None:  # an epoch created by a version without records: write them, once
             projected, marked = project_counters(r, underlying, epoch)
             log.warning("heatmap %s %s: wrote the counter records of %d contracts (%d unreadable)", underlying,
                         epoch, projected, marked)  # fmt: skip
         cells = tile_cells(written, **_axes(layout))
-    board = _boards.get((underlying, epoch))
-    if board is not None and board.version == read_version:
-        board.update(cells, version)
+    if board is not None and whole is not None:
+        board.update(cells, version, whole)
     else:
         _boards.pop((underlying, epoch), None)
     return len(taken), len(touched), sum(calls) + sum(puts) if touched else 0
@@ -322,12 +347,40 @@ def read_layout_or_raise(r: Redis, underlying: str, epoch: str) -> EpochLayout:
     return layout
 
 
-def _write_tiles(r: Redis, underlying: str, epoch: str, args: list[str]) -> int:
-    """``write_tiles.lua`` (``args``: the version read, then tile, packed values, …): the new version."""
+#: a write of more runs of adjacent tile slots than this sends the whole tiles string instead (when this
+#: worker's copy of it is current): one SETRANGE of ~56 bytes × tiles costs less than hundreds of small ones
+MAX_RUNS = 64
+
+
+def _write_tiles(r: Redis, underlying: str, epoch: str, layout: EpochLayout, touched: list[int], records: bytes,
+                 read_version: int, board: TileBoard | None) -> tuple[int, bytearray | None]:  # fmt: skip
+    """``write_tiles.lua``: the records of ``touched`` (in that order) at their slots, if the tiles version is
+    still ``read_version`` — one SETRANGE per run of adjacent slots, or, for many runs, the whole tiles string
+    from ``board``'s copy (current: its version is ``read_version``). Returns the new version and the whole
+    tiles string as now stored when it was built (None otherwise)."""
+    args: list[str | bytes] = [str(read_version), records]
+    whole = None
+    if touched:
+        slots = np.fromiter((layout.tile_slot[tile] for tile in touched), dtype=np.int64, count=len(touched))
+        starts = np.flatnonzero(np.diff(slots, prepend=-2) != 1)  # where a run of adjacent slots begins
+        size = len(layout.slot_tiles) * TILE_RECORD_BYTES
+        if board is not None and len(board.records) == size:  # (a copy: the board keeps it only if written)
+            whole = bytearray(board.records)
+            written = np.frombuffer(records, dtype="<i8").reshape(-1, 7)
+            np.frombuffer(whole, dtype="<i8").reshape(-1, 7)[slots] = written
+        if whole is not None and len(starts) > MAX_RUNS:
+            args = [str(read_version), bytes(whole), "0", "0", str(size)]
+        else:
+            lengths = np.diff(starts, append=len(slots))
+            for first, count in zip(starts.tolist(), lengths.tolist(), strict=True):
+                args += (str(int(slots[first]) * TILE_RECORD_BYTES), str(first * TILE_RECORD_BYTES),
+                         str(count * TILE_RECORD_BYTES))  # fmt: skip
+    elif board is not None:
+        whole = board.records
     call_keys = [keys.heatmap_tiles(underlying, epoch), keys.heatmap_tiles_version(underlying, epoch),
                  keys.dirty_processing(underlying, epoch), keys.epoch_meta(underlying, epoch)]  # fmt: skip
     try:
-        return int(_evalsha(r, "write_tiles", call_keys, args))
+        return int(_evalsha(r, "write_tiles", call_keys, args)), whole
     except ResponseError as error:
         if str(error).startswith("CONFLICT"):
             raise TilesConflict(str(error)) from None
@@ -335,13 +388,15 @@ def _write_tiles(r: Redis, underlying: str, epoch: str, args: list[str]) -> int:
 
 
 def _recompute_exactly(r: Redis, underlying: str, epoch: str, layout: EpochLayout, touched: list[int],
-                       read_version: int) -> tuple[int, dict[int, Tile]]:  # fmt: skip
+                       read_version: int, board: TileBoard | None
+                       ) -> tuple[int, bytearray | None, dict[int, Tile]]:  # fmt: skip
     """Steps 2–3 from the contract hashes with unbounded integers: read, sum here, ``write_tiles.lua``."""
     members = [cid for tile in touched for cid in layout.members[tile]]
     recomputed = aggregate_tile_values(read_contract_values(r, underlying, epoch, members))
     written = {t: recomputed.get(t, EMPTY_TILE) for t in touched}
-    args = [str(read_version), *(x for t, v in written.items() for x in (str(t), pack_tile(v)))]
-    return _write_tiles(r, underlying, epoch, args), written
+    records = pack_tiles(written[t] for t in touched)
+    version, whole = _write_tiles(r, underlying, epoch, layout, touched, records, read_version, board)
+    return version, whole, written
 
 
 def _run_scripted(r: Redis, commands: list[tuple[Any, ...]], scripts: set[str]) -> list[Any]:
@@ -422,7 +477,7 @@ def run_heatmap(r: Redis, underlying: str, *, now_ms: int | None = None) -> list
             runs.append(TileRun(epoch, dirty, recomputed, read, None))
             continue
         view = heatmap_view_json(board, layout, u, epoch, spot=float(spot) if spot else None, now_ms=clock_ms)
-        publication = publish_encoded_view(r, "heatmap", u, epoch, view)
+        publication = publish_encoded_view(r, "heatmap", u, epoch, view, stored_version=int(model_version or 0))
         if publication.published:
             _published[(u, epoch)] = ((board.version, spot, str(publication.version)), clock_ms)
         elif publication.status == "prepared":  # a warming epoch: the active one's versions do not concern it

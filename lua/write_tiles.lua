@@ -1,28 +1,36 @@
 -- write_tiles.lua — store recomputed heatmap tiles and finish the run, in one step — if no one else wrote.
 --
--- The caller (fabric/tiles.py) read the tiles version, then the contracts' counters, and summed the tiles
--- it took. Here, only if the tiles version is still the one it read (no other run wrote tiles in between —
--- e.g. a run that took over after this one's lock expired, whose newer sums must not be overwritten with
--- older ones), the tiles are written, the version is bumped (a worker trusts its cached copy of the tiles
--- only while the version is the one it wrote) and the processing set is deleted. Otherwise nothing is
--- written and the error "CONFLICT …" is answered: the caller runs again (the processing set is still there
--- or was finished by the other run, so nothing is lost). If the epoch was retired meanwhile (its meta has a
--- TTL), the tiles and the version get that TTL too, so no key outlives its epoch.
+-- The tiles string holds one 56-byte record per tile slot (models.heatmap.TILE_RECORD_FORMAT: the seven
+-- tile counters as little-endian int64; slot = rank of the tile among the epoch's tiles that hold
+-- contracts). The caller (fabric/tiles.py) read the tiles version, then the contracts' counter records, and
+-- summed the tiles it took. Here, only if the tiles version is still the one it read (no other run wrote
+-- tiles in between — e.g. a run that took over after this one's lock expired, whose newer sums must not be
+-- overwritten with older ones), the records are written (one SETRANGE per run of adjacent slots), the
+-- version is bumped (a worker trusts its cached copy of the tiles only while the version is the one it
+-- wrote) and the processing set is deleted. Otherwise nothing is written and the error "CONFLICT …" is
+-- answered: the caller runs again (the processing set is still there or was finished by the other run, so
+-- nothing is lost). If the epoch was retired meanwhile (its meta has a TTL), the tiles and the version get
+-- that TTL too, so no key outlives its epoch.
 --
--- KEYS[1]  epoch:{U}:<E>:heatmap:tiles              HASH
+-- KEYS[1]  epoch:{U}:<E>:heatmap:tiles              STRING  tile records
 -- KEYS[2]  epoch:{U}:<E>:heatmap:tiles_version      STRING
 -- KEYS[3]  epoch:{U}:<E>:heatmap:dirty_processing   SET
 -- KEYS[4]  massive:epoch:{U}:<E>:meta               HASH
 -- ARGV[1]  the tiles version the caller read before reading the counters ("0" when there was none)
--- ARGV[2…] tile, packed values, tile, packed values, …  (may be none)
+-- ARGV[2]  the records written, concatenated
+-- ARGV[3…] per run of adjacent slots: byte offset in the tiles string, byte offset in ARGV[2] (from 0),
+--          length in bytes  (none: nothing to write, the run only finishes)
 -- Returns  the new tiles version, or the error "CONFLICT …" (nothing written)
 
 local read = redis.call('GET', KEYS[2]) or '0'
 if read ~= ARGV[1] then
   return redis.error_reply('CONFLICT tiles version is ' .. read .. ', the run read ' .. ARGV[1])
 end
-for i = 2, #ARGV, 4000 do
-  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 3999, #ARGV)))
+local records, sub, tonumber = ARGV[2], string.sub, tonumber
+for i = 3, #ARGV, 3 do
+  local from, length = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local part = (from == 0 and length == #records) and records or sub(records, from + 1, from + length)
+  redis.call('SETRANGE', KEYS[1], tonumber(ARGV[i]), part)
 end
 local version = redis.call('INCR', KEYS[2])
 redis.call('DEL', KEYS[3])

@@ -11,13 +11,14 @@ Deliberate choices (the ingest Lua script is tested against this module, so it m
   was lifted.
 - **Sums are exact**: premiums are integer micro-dollars everywhere — the contract hash counters
   (``flow_micro``, ``buy_micro``, ``sell_micro``, written by ``lua/ingest_batch.lua`` with HINCRBY) and the
-  tiles — so summing contracts in any order or split gives bit-identical tiles and ``pack_tile`` /
-  ``unpack_tile`` are lossless. Only the view converts to dollars.
+  tiles — so summing contracts in any order or split gives bit-identical tiles and ``pack_tiles`` /
+  ``unpack_tiles`` are lossless. Only the view converts to dollars.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -183,17 +184,28 @@ def merge_tiles(*parts: Mapping[int, Tile]) -> dict[int, Tile]:
     return merged
 
 
-def pack_tile(tile: Tile) -> str:
-    """Compact exact text of a tile for the tiles HASH: its integer counters comma-separated, in field order."""
-    return ",".join(str(v) for v in tile.counters())
+#: struct format of one tile record in the tiles string: the seven Tile counters, little-endian int64
+TILE_RECORD_FORMAT = "<7q"
+TILE_RECORD_BYTES = 56
+_INT64 = 2**63
 
 
-def unpack_tile(packed: str) -> Tile:
-    """Inverse of :func:`pack_tile`; raises ValueError on malformed text."""
-    values = packed.split(",")
-    if len(values) != len(_TILE_FIELDS):
-        raise ValueError(f"packed tile needs {len(_TILE_FIELDS)} values, got {packed!r}")
-    return Tile(*(int(v) for v in values))
+def pack_tiles(tiles: Iterable[Sequence[int] | Tile]) -> bytes:
+    """Tiles (or rows of their seven counters, in field order) as consecutive records — exact: a counter
+    outside ±2^63 micro-dollars (±$9.2 trillion in one tile) raises OverflowError."""
+    out = bytearray()
+    for tile in tiles:
+        values = tile.counters() if isinstance(tile, Tile) else tuple(tile)
+        if any(not -_INT64 <= v < _INT64 for v in values):
+            raise OverflowError(f"a tile counter beyond ±2^63 micro-dollars: {values}")
+        out += struct.pack(TILE_RECORD_FORMAT, *values)
+    return bytes(out)
+
+
+def unpack_tiles(records: bytes) -> list[Tile]:
+    """Inverse of :func:`pack_tiles` (a trailing partial record is ignored)."""
+    count = len(records) // TILE_RECORD_BYTES
+    return [Tile(*row) for row in np.frombuffer(records, dtype="<i8", count=count * 7).reshape(-1, 7).tolist()]
 
 
 def tile_index(expiry_index: int, bucket: int, *, bucket_first: int, bucket_count: int) -> int:
@@ -308,16 +320,16 @@ def counter_slots(tile_of: Mapping[str, int]) -> list[str]:
 
 
 def sum_counter_records(records: bytes, starts: Sequence[int], calls: Sequence[int], puts: Sequence[int]
-                        ) -> list[list[int]] | None:  # fmt: skip
+                        ) -> np.ndarray | None:  # fmt: skip
     """Sum tiles from counter records: tile ``i`` is ``calls[i]`` call records from record ``starts[i]``, then
-    ``puts[i]`` put records (at least one in all). Returns per tile ``[net flow, buy, sell, volume, trades,
-    call flow, put flow]`` (micro-dollars, exact Python ints), or None when any record of those tiles is
-    unreadable (marked, a value at or beyond 2^53, a negative volume or trade count) or ``records`` is too
-    short for them — the caller then sums from the contract hashes. Only those tiles' records are read; a
+    ``puts[i]`` put records (at least one in all). Returns an int64 array (tiles × 7): per tile net flow,
+    buy, sell, volume, trades, call flow, put flow (micro-dollars, exact), or None when any record of those
+    tiles is unreadable (marked, a value at or beyond 2^53, a negative volume or trade count) or ``records``
+    is too short for them — the caller then sums from the contract hashes. Only those tiles' records are read; a
     tile must have fewer than :data:`MAX_SUMMED_MEMBERS` contracts (its int64 sums cannot overflow).
     """
     if not len(starts):
-        return []
+        return np.zeros((0, 7), dtype=np.int64)
     first = np.asarray(starts, dtype=np.int64)
     ncalls = np.asarray(calls, dtype=np.int64)
     lengths = ncalls + np.asarray(puts, dtype=np.int64)
@@ -335,4 +347,4 @@ def sum_counter_records(records: bytes, starts: Sequence[int], calls: Sequence[i
         return None
     sums = np.add.reduceat(rows, offsets, axis=0)
     call_flow = np.add.reduceat(np.where(position < np.repeat(ncalls, lengths), rows[:, 0], 0), offsets)
-    return np.column_stack((sums, call_flow, sums[:, 0] - call_flow)).tolist()
+    return np.column_stack((sums, call_flow, sums[:, 0] - call_flow))

@@ -26,9 +26,9 @@ from fabric.epochs import accept_epoch, promote_epoch, retire_epoch
 from fabric.publish import publish_view
 from fabric.redis_client import async_redis_from_url
 from fabric.scripts import LUA_DIR, eval_many, script
-from fabric.tiles import project_counters, run_heatmap, take_dirty
+from fabric.tiles import project_counters, read_tiles, run_heatmap, take_dirty
 from ingest.batch import EpochCall
-from models.heatmap import Tile, pack_tile
+from models.heatmap import Tile, pack_tiles
 from tests.support.chains import chain_rows
 from tests.support.cluster import RedisCluster
 
@@ -76,8 +76,9 @@ def case_write_tiles(rc: ClusterClient, cluster: RedisCluster, u: str) -> None:
     e = write_chain(rc, u).epoch_id
     call_keys = [keys.heatmap_tiles(u, e), keys.heatmap_tiles_version(u, e), keys.dirty_processing(u, e),
                  keys.epoch_meta(u, e)]  # fmt: skip
-    assert int(script(rc, "write_tiles")(keys=call_keys, args=["0", "0", pack_tile(Tile())])) == 1
-    assert rc.hexists(keys.heatmap_tiles(u, e), "0")
+    records = pack_tiles([Tile(volume=3)])
+    assert int(script(rc, "write_tiles")(keys=call_keys, args=["0", records, 56, 0, 56])) == 1
+    assert rc.strlen(keys.heatmap_tiles(u, e)) == 112  # slot 1: slot 0 zero-filled
 
 
 def case_project_counters(rc: ClusterClient, cluster: RedisCluster, u: str) -> None:
@@ -92,7 +93,7 @@ def _heatmap_run_sums_the_record(rc: ClusterClient, u: str, epoch: str, cid: str
     """A heatmap run (take + records in one pipeline, write_tiles, publish_view) sums the projected record."""
     rc.sadd(keys.dirty_contracts(u, epoch), cid)
     (run,) = run_heatmap(rc, u, now_ms=NOW_MS)
-    assert run.dirty == 1 and any(v.split(",")[3] == "3" for v in rc.hvals(keys.heatmap_tiles(u, epoch)))
+    assert run.dirty == 1 and any(tile.volume == 3 for tile in read_tiles(rc, u, epoch)[1].values())
 
 
 def case_publish_view(rc: ClusterClient, cluster: RedisCluster, u: str) -> None:

@@ -24,7 +24,8 @@ from beat_schedule.cadence import cadence_state, parse_cadence
 from beat_schedule.controller import CadenceBounds, next_chain_interval_s
 from fabric import keys
 from fabric.settings import Settings
-from models.heatmap import aggregate_tiles, unpack_tile
+from fabric.tiles import read_tiles
+from models.heatmap import aggregate_tiles
 from tests.e2e.views import ViewLedger
 from tests.support.servers import RedisServer
 from tests.support.stack import Stack
@@ -169,7 +170,7 @@ def heatmap_from_scratch(r: redis.Redis, u: str, epoch: str) -> dict[int, tuple[
 
 
 def heatmap_stored(r: redis.Redis, u: str, epoch: str) -> dict[int, tuple[int, ...]]:
-    tiles = {int(k): unpack_tile(v) for k, v in r.hgetall(keys.heatmap_tiles(u, epoch)).items()}
+    _, tiles = read_tiles(r, u, epoch)
     return {t: tile.counters() for t, tile in tiles.items() if not tile.is_empty}
 
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import date
+from unittest import mock
 
 import orjson
 import redis
 
 from chain.decompose import decompose
 from chain.store import write_decomposition
-from fabric import keys
+from fabric import bulk, keys, publish
 from fabric.epochs import promote_epoch
-from fabric.publish import publish_view
+from fabric.publish import publish_encoded_view, publish_view
 from tests.support.chains import chain_rows
 
 NOW = 1_800_000_000_000
@@ -56,7 +57,37 @@ def test_only_the_active_epoch_publishes_with_increasing_versions(r: redis.Redis
     refused = publish_view(r, "gex", "SPY", "not-an-epoch", view("x", 3))
     assert refused.status == "refused" and r.get(keys.model_view("gex", "SPY")) == stored
     assert messages(pubsub) == []
+    assert not r.exists(keys.staged_view("gex", "SPY"))  # nothing staged is left behind
     pubsub.close()
+
+
+def test_a_publisher_with_an_old_version_or_overtaken_while_staging_publishes_the_next_version(
+    r: redis.Redis,
+) -> None:
+    """The view is staged with its version before the script runs: a wrong guess of the stored version, or
+    another publisher staging over it in between, is answered "stale" and the view staged again."""
+    a = epoch(r, [date(2030, 1, 18)])
+    promote(r, a)
+    publish_view(r, "gex", "SPY", a, view(a, 1))
+    body = orjson.dumps(view(a, 2))
+    assert publish_encoded_view(r, "gex", "SPY", a, body, stored_version=0).version == 2  # guessed 1: stale
+    assert publish_encoded_view(r, "gex", "SPY", a, body, stored_version=7).version == 3  # guessed 8: stale
+    real = bulk.execute_pipeline
+
+    def overtaken(client: redis.Redis, commands: list) -> list:
+        if commands[0][0] == "SET" and not overtaken.done:  # another publisher stages over this one's view
+            overtaken.done = True
+            replies = real(client, [commands[0], ("SET", keys.staged_view("gex", "SPY"), b'{"version":9}'),
+                                    commands[1]])  # fmt: skip
+            return [replies[0], replies[2]]
+        return real(client, commands)
+
+    overtaken.done = False
+    with mock.patch.object(publish, "execute_pipeline", side_effect=overtaken):
+        assert publish_encoded_view(r, "gex", "SPY", a, orjson.dumps(view(a, 4))).version == 4
+    assert overtaken.done
+    assert orjson.loads(r.get(keys.model_view("gex", "SPY"))) == {"version": 4, **view(a, 4)}
+    assert not r.exists(keys.staged_view("gex", "SPY"))
 
 
 def test_a_warming_epoch_view_is_prepared_not_published(r: redis.Redis) -> None:
@@ -67,8 +98,8 @@ def test_a_warming_epoch_view_is_prepared_not_published(r: redis.Redis) -> None:
     result = publish_view(r, "gex", "SPY", b, view(b, 2))
     assert result.status == "prepared"
     assert orjson.loads(r.get(keys.model_view("gex", "SPY")))["epoch"] == a
-    assert orjson.loads(r.get(keys.prepared_view("SPY", b, "gex")))["epoch"] == b
-    assert r.sismember(keys.epoch_ready("SPY", b), "gex")
+    assert orjson.loads(r.get(keys.prepared_view("SPY", b, "gex"))) == view(b, 2)  # stored without a version
+    assert r.sismember(keys.epoch_ready("SPY", b), "gex") and not r.exists(keys.staged_view("gex", "SPY"))
 
 
 def test_promotion_publishes_prepared_views_in_the_same_step(r: redis.Redis) -> None:

@@ -17,7 +17,7 @@ from chain.decompose import decompose
 from chain.store import write_decomposition
 from fabric import keys, tiles
 from fabric.epochs import promote_epoch
-from models.heatmap import COUNTERS, aggregate_tiles, apply_trade, build_heatmap_view, unpack_tile
+from models.heatmap import COUNTERS, aggregate_tiles, apply_trade, build_heatmap_view
 from tests.support.chains import chain_rows
 
 NOW = 1_800_000_000_000
@@ -55,12 +55,8 @@ def from_scratch(r: redis.Redis, epoch: str, cids: list[str]) -> dict[int, tuple
 
 
 def stored(r: redis.Redis, epoch: str) -> dict[int, tuple[int, ...]]:
-    out = {}
-    for key, packed in r.hgetall(keys.heatmap_tiles("SPY", epoch)).items():
-        tile = unpack_tile(packed)
-        if not tile.is_empty:
-            out[int(key)] = tile.counters()
-    return out
+    _, tiles_now = tiles.read_tiles(r, "SPY", epoch)
+    return {index: tile.counters() for index, tile in tiles_now.items() if not tile.is_empty}
 
 
 class WorkerDied(BaseException):
@@ -242,7 +238,7 @@ def test_the_published_bytes_are_the_view_built_from_the_stored_tiles(r: redis.R
             tiles.project_counters(r, "SPY", epoch, [cids[0]])
             r.sadd(keys.dirty_contracts("SPY", epoch), cids[0])
         (result,) = tiles.run_heatmap(r, "SPY", now_ms=NOW + round_)
-        tiles_now = {int(k): unpack_tile(v) for k, v in r.hgetall(keys.heatmap_tiles("SPY", epoch)).items()}
+        _, tiles_now = tiles.read_tiles(r, "SPY", epoch)
         expected = {"model": "heatmap", "underlying": "SPY", "epoch": epoch, "as_of_ms": NOW + round_,
                     **build_heatmap_view(tiles_now, expiries=layout.expiries, bucket_first=layout.bucket_first,
                                          bucket_count=layout.bucket_count, bucket_width=layout.bucket_width,
@@ -326,3 +322,18 @@ def test_an_epoch_without_counter_records_is_summed_from_the_hashes_then_gets_th
     with mock.patch.object(tiles, "_recompute_exactly", side_effect=AssertionError("records not used")):
         tiles.run_heatmap(r, "SPY")
     assert stored(r, epoch) == from_scratch(r, epoch, cids)
+
+
+def test_tiles_stored_as_text_by_an_earlier_version_are_recomputed_as_records(r: redis.Redis) -> None:
+    epoch, cids = make_epoch(r)
+    for i, cid in enumerate(cids[:6]):
+        trade(r, epoch, cid, "1.10", i + 1, i + 1)
+    r.srem(keys.dirty_contracts("SPY", epoch), *cids[:6])  # the earlier version ran already: its tiles are text
+    r.hset(keys.heatmap_tiles("SPY", epoch), mapping={"0": "1,2,3,4,5,6,7"})
+    r.set(keys.heatmap_tiles_version("SPY", epoch), 3)
+    tiles.run_heatmap(r, "SPY")  # finds the hash: drops it and dirties every contract
+    tiles.run_heatmap(r, "SPY")
+    assert r.type(keys.heatmap_tiles("SPY", epoch)) == "string"
+    assert stored(r, epoch) == from_scratch(r, epoch, cids) and len(stored(r, epoch)) > 0
+    view = orjson.loads(r.get(keys.model_view("heatmap", "SPY")))
+    assert sum(t["volume"] for t in view["tiles"]) == 1 + 2 + 3 + 4 + 5 + 6

@@ -27,8 +27,8 @@ from celery import Celery
 from chain.snapshot import run_snapshot
 from fabric import keys
 from fabric.settings import Settings
-from fabric.tiles import project_counters
-from models.heatmap import aggregate_tiles, unpack_tile
+from fabric.tiles import project_counters, read_tiles
+from models.heatmap import aggregate_tiles
 from tasks.models import LOCK_TIMEOUT_S
 from tests.support.servers import ROOT, RedisServer, SimProcess
 from tests.support.stack import VENV_BIN, kill_tree
@@ -200,7 +200,7 @@ def trade_everywhere(r: redis.Redis, epoch: str, step: int, every: int = 1) -> i
 
 
 def tiles_stored(r: redis.Redis, epoch: str) -> dict[int, tuple[int, ...]]:
-    tiles = {int(k): unpack_tile(v) for k, v in r.hgetall(keys.heatmap_tiles(U, epoch)).items()}
+    _, tiles = read_tiles(r, U, epoch)
     return {t: tile.counters() for t, tile in tiles.items() if not tile.is_empty}
 
 
@@ -254,7 +254,7 @@ def test_the_same_task_twice_at_once_runs_once(setup: Setup, task: str) -> None:
 HOLD_ATTEMPTS = 5
 
 
-def held_after_take(setup: Setup, epoch: str) -> tuple[int, dict[str, str], str | None]:
+def held_after_take(setup: Setup, epoch: str) -> tuple[int, dict[int, tuple[int, ...]], str | None]:
     """Dirty every contract, send a heatmap run and pause the state store's writes the moment the run took the
     dirty set (``take_dirty.lua``), before its ``write_tiles.lua`` writes the tiles; returns with writes
     paused: (contracts dirtied, tiles before, tiles version before).
@@ -272,7 +272,7 @@ def held_after_take(setup: Setup, epoch: str) -> tuple[int, dict[str, str], str 
         pubsub.subscribe(f"__keyspace@0__:{processing}")
         wait_for(lambda: (pubsub.get_message(timeout=0.1) or {}).get("type") == "subscribe", 10, "subscribed")
         for attempt in range(1, HOLD_ATTEMPTS + 1):
-            tiles_before = r.hgetall(keys.heatmap_tiles(U, epoch))
+            tiles_before = tiles_stored(r, epoch)
             version_before = r.get(keys.heatmap_tiles_version(U, epoch))
             runs_before = len(setup.statuses("tasks.heatmap.recompute"))
             traded = trade_everywhere(r, epoch, step=3)  # every contract dirty: a long run
@@ -313,7 +313,7 @@ def test_a_heatmap_worker_killed_mid_run_loses_and_double_counts_nothing(setup: 
     setup.start_workers()  # they start while the checks run and the lock expires
     # nothing of the run's result was written; what it took waits in the processing set; the lock expires
     assert r.scard(processing) == traded and not r.exists(keys.dirty_contracts(U, epoch))
-    assert r.hgetall(keys.heatmap_tiles(U, epoch)) == tiles_before
+    assert tiles_stored(r, epoch) == tiles_before
     assert r.get(keys.heatmap_tiles_version(U, epoch)) == version_before
     assert 0 < r.pttl(keys.model_lock("heatmap", U)) <= LOCK_TIMEOUT_S * 1000
     wait_for(lambda: not r.exists(keys.model_lock("heatmap", U)), LOCK_TIMEOUT_S + 5, "the dead run's lock expiring")

@@ -35,8 +35,8 @@ def test_events_go_to_every_live_epoch_holding_the_contract() -> None:
     by_epoch = {call.epoch: kinds(call) for call in batch.calls}
     assert by_epoch == {"e1": [("T", CID_A, 1), ("T", CID_B, 2)], "e2": [("T", CID_B, 2)]}
     e1 = next(c for c in batch.calls if c.epoch == "e1")
-    assert e1.keys()[0] == "epoch:{SPY}:e1:heatmap:dirty_contracts"
-    assert e1.keys()[1:3] == [f"epoch:{{SPY}}:e1:heatmap:contract:{CID_A}", f"epoch:{{SPY}}:e1:gex:contract:{CID_A}"]
+    assert e1.keys()[:2] == ["epoch:{SPY}:e1:heatmap:dirty_contracts", "epoch:{SPY}:e1:heatmap:counters"]
+    assert e1.keys()[2:4] == [f"epoch:{{SPY}}:e1:heatmap:contract:{CID_A}", f"epoch:{{SPY}}:e1:gex:contract:{CID_A}"]
     assert e1.args(120_000)[:3] == [120_000, CID_A, CID_B]
 
 

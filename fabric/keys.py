@@ -15,7 +15,7 @@ contract id (see :mod:`fabric.contracts`).
 | ``epoch:{U}:E:heatmap:by_strike`` / ``by_dte`` / ``by_width`` / ``plane`` | ZSET cid → score |
 | ``epoch:{U}:E:heatmap:dirty_contracts`` | SET |
 | ``epoch:{U}:E:heatmap:dirty_processing`` | SET dirty contracts taken by an unfinished heatmap run |
-| ``epoch:{U}:E:heatmap:tiles`` | HASH tile → packed values |
+| ``epoch:{U}:E:heatmap:tiles`` | STRING one 56-byte record per tile slot (``models.heatmap.TILE_RECORD_FORMAT``) |
 | ``epoch:{U}:E:heatmap:tiles_version`` | STRING counter of tile writes |
 | ``epoch:{U}:E:heatmap:counters`` | STRING every contract's counters, one 40-byte record per slot |
 | ``epoch:{U}:E:<model>:prepared_view`` | STRING a model's view of a warming epoch |
@@ -26,7 +26,7 @@ contract id (see :mod:`fabric.contracts`).
 | ``massive:chain:errors:{U}`` | HASH error counters of the chain snapshots |
 | ``mmaker:<model>:model:{U}`` | STRING complete JSON view |
 | ``mmaker:<model>:version:{U}`` | STRING version of the last published view |
-| ``mmaker:<model>:staged:{U}`` | STRING a view being published (renamed onto the view by the publish script) |
+| ``mmaker:<model>:staged:{U}:token`` | STRING a view being published (renamed onto the view by the publish script) |
 | ``massive:ingest:status`` | HASH ingest status |
 | channel ``mmaker:models`` | model publications |
 | channel ``mmaker:epochs`` | epoch lifecycle notifications (warming, active, retired) |
@@ -105,7 +105,7 @@ def dirty_contracts(underlying: str, epoch: str) -> str:
 
 
 def heatmap_tiles(underlying: str, epoch: str) -> str:
-    """HASH: heatmap tile → packed tile values."""
+    """STRING: the epoch's tiles, one 56-byte record per tile slot (``models.heatmap.TILE_RECORD_FORMAT``)."""
     return f"epoch:{tag(underlying)}:{epoch}:heatmap:tiles"
 
 
@@ -155,9 +155,10 @@ def model_view(model: Model, underlying: str) -> str:
     return f"mmaker:{model}:model:{tag(underlying)}"
 
 
-def staged_view(model: Model, underlying: str) -> str:
-    """STRING: a complete view (version included) on its way to ``model_view``: publish_view.lua renames it."""
-    return f"mmaker:{model}:staged:{tag(underlying)}"
+def staged_view(model: Model, underlying: str, token: str) -> str:
+    """STRING: a complete view (version included) on its way to ``model_view`` — one key per publication
+    (``token``), with a TTL; publish_view.lua renames it onto the view or deletes it."""
+    return f"mmaker:{model}:staged:{tag(underlying)}:{token}"
 
 
 def model_version(model: Model, underlying: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,17 +56,18 @@ def publish_encoded_view(r: Redis, model: Model, underlying: str, epoch: str, bo
     if len(body) < 3 or body[:1] != b"{" or body[-1:] != b"}" or body.startswith(b'{"version"'):
         raise ValueError("a view is a non-empty JSON object without a version")
     u = underlying.upper()
-    view_keys = (keys.active_epoch(u), keys.model_view(model, u), keys.model_version(model, u),
-                 keys.epoch_meta(u, epoch), keys.prepared_view(u, epoch, model), keys.epoch_ready(u, epoch),
-                 keys.staged_view(model, u))  # fmt: skip
     rest = memoryview(body)[1:]
     loaded = False
     for _ in range(PUBLISH_ATTEMPTS):
         if stored_version is None:
             stored_version = int(r.get(keys.model_version(model, u)) or 0)
         version = stored_version + 1
+        staged_key = keys.staged_view(model, u, secrets.token_hex(8))  # this publication's own
+        view_keys = (keys.active_epoch(u), keys.model_view(model, u), keys.model_version(model, u),
+                     keys.epoch_meta(u, epoch), keys.prepared_view(u, epoch, model), keys.epoch_ready(u, epoch),
+                     staged_key)  # fmt: skip
         staged, reply = execute_pipeline(r, [
-            ("SET", keys.staged_view(model, u), Pieces((b'{"version":%d,' % version, rest))),
+            ("SET", staged_key, Pieces((b'{"version":%d,' % version, rest)), "PX", STAGED_TTL_MS),
             ("EVALSHA", script_sha("publish_view"), len(view_keys), *view_keys, epoch, version, keys.MODELS_CHANNEL,
              model, u),
         ])  # fmt: skip
@@ -89,3 +91,6 @@ def publish_encoded_view(r: Redis, model: Model, underlying: str, epoch: str, bo
 
 #: attempts of one publication when other publishers keep moving the version (or a first NOSCRIPT)
 PUBLISH_ATTEMPTS = 4
+#: a staged view's TTL: the script renames or deletes it at once; this only clears one whose publisher died
+#: between the two commands of its pipeline
+STAGED_TTL_MS = 60_000

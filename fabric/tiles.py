@@ -144,15 +144,39 @@ def read_layout(r: Redis, underlying: str, epoch: str) -> EpochLayout | None:
 def forget_layouts(underlying: str, live: Iterable[str]) -> None:
     """Drop what this worker keeps of epochs that are no longer live: layouts, tile boards, publications."""
     keep = set(live)
-    for cache in (_layouts, _boards, _published):
+    for cache in (_layouts, _boards, _published, _tiles_checked):
         for key in [k for k in cache if k[0] == underlying and k[1] not in keep]:
             del cache[key]
 
 
+#: (underlying, epoch) whose tiles this worker checked for the text format of earlier versions
+_tiles_checked: dict[tuple[str, str], bool] = {}
+
+
+def convert_text_tiles(r: Redis, underlying: str, epoch: str) -> bool:
+    """If the epoch's tiles are a HASH of text tiles (written by an earlier version of mmaker), drop them and
+    mark every contract of the epoch dirty, so this run writes them all as records. True if it did."""
+    tiles_key = keys.heatmap_tiles(underlying, epoch)
+    if r.type(tiles_key) not in ("hash", b"hash"):
+        return False
+    log.warning("heatmap %s %s: tiles stored as text by an earlier version — recomputing them all", underlying,
+                epoch)  # fmt: skip
+    dirty = keys.dirty_contracts(underlying, epoch)
+    *_, ttl = execute_transaction(r, [("DEL", tiles_key),
+                                      ("SUNIONSTORE", dirty, dirty, keys.epoch_universe(underlying, epoch)),
+                                      ("INCR", keys.heatmap_tiles_version(underlying, epoch)),
+                                      ("PTTL", keys.epoch_meta(underlying, epoch))])  # fmt: skip
+    if int(ttl) > 0:  # the epoch was retired: the dirty set just created must not outlive it
+        r.pexpire(dirty, int(ttl))
+    return True
+
+
 def take_dirty(r: Redis, underlying: str, epoch: str) -> list[str]:
-    """The contracts to recompute: the dirty set moved (atomically) into the processing set."""
-    return list(script(r, "take_dirty")(keys=[keys.dirty_contracts(underlying, epoch),
-                                               keys.dirty_processing(underlying, epoch)]))  # fmt: skip
+    """The contracts to recompute: an unfinished run's processing set, else the dirty set moved (atomically)
+    into the processing set."""
+    _, taken = script(r, "take_dirty")(keys=[keys.dirty_contracts(underlying, epoch),
+                                             keys.dirty_processing(underlying, epoch)])  # fmt: skip
+    return list(taken)
 
 
 def _as_pairs(reply: Any) -> list[tuple[str, float]]:
@@ -252,31 +276,18 @@ def load_board(r: Redis, underlying: str, epoch: str, layout: EpochLayout) -> Ti
 
 def read_tiles(r: Redis, underlying: str, epoch: str, layout: EpochLayout | None = None
                ) -> tuple[int, dict[int, Tile]]:  # fmt: skip
-    """(tiles version, every tile of the epoch that holds contracts) as stored, read in one transaction.
-
-    Tiles of an epoch written by an earlier version (a HASH of text tiles) are dropped and every contract of
-    the epoch marked dirty, so the next run writes them all as records."""
+    """(tiles version, every tile of the epoch that holds contracts) as stored, read in one transaction."""
     layout = layout or read_layout_or_raise(r, underlying, epoch)
     tiles_key, version_key = keys.heatmap_tiles(underlying, epoch), keys.heatmap_tiles_version(underlying, epoch)
-    try:
-        records, version = execute_transaction(r, [("GET", tiles_key), ("GET", version_key)])
-    except ResponseError as error:
-        if "WRONGTYPE" not in str(error):
-            raise
-        log.warning("heatmap %s %s: tiles stored as text by an earlier version — recomputing them all", underlying,
-                    epoch)  # fmt: skip
-        dirty = keys.dirty_contracts(underlying, epoch)
-        execute_transaction(r, [("DEL", tiles_key), ("SUNIONSTORE", dirty, dirty, keys.epoch_universe(underlying,
-                                                                                                         epoch)),
-                                ("INCR", version_key)])  # fmt: skip
-        records, version = execute_transaction(r, [("GET", tiles_key), ("GET", version_key)])
+    records, version = execute_transaction(r, [("GET", tiles_key), ("GET", version_key)])
     stored = unpack_tiles(records or b"")
     return int(version or 0), {tile: stored[slot] if slot < len(stored) else EMPTY_TILE
                                for slot, tile in enumerate(layout.slot_tiles)}  # fmt: skip
 
 
-#: attempts of one run when other writers keep moving the tiles version (a run that took over after this
-#: worker's lock expired); each attempt is a complete run, so giving up loses nothing (the processing set stays)
+#: passes of one run: a pass refused because another run wrote the tiles in between (one that overlapped this
+#: one after a lock expired) runs again, and a pass that finished an unfinished run's processing set is
+#: followed by one for the dirty set; what is left after these waits in the processing or dirty set
 RUN_ATTEMPTS = 3
 
 
@@ -295,6 +306,12 @@ class _Recomputed:
     version: int
     spot: str | None
     model_version: str | None
+    leftover: bool = False  # the contracts taken were an unfinished run's processing set
+
+    def then(self, later: _Recomputed) -> _Recomputed:
+        """This pass followed by ``later``: counts added, the state read by the later one."""
+        return _Recomputed(self.dirty + later.dirty, self.tiles + later.tiles, self.contracts + later.contracts,
+                           later.version, later.spot, later.model_version, later.leftover)  # fmt: skip
 
 
 def recompute_tiles(r: Redis, underlying: str, epoch: str, layout: EpochLayout) -> tuple[int, int, int]:
@@ -308,16 +325,28 @@ def recompute_tiles(r: Redis, underlying: str, epoch: str, layout: EpochLayout) 
 
 
 def _recompute(r: Redis, underlying: str, epoch: str, layout: EpochLayout) -> _Recomputed:
+    """Passes of steps 1–3 until the dirty set was taken and written: a pass refused because another run
+    wrote in between is run again; a pass that took an unfinished run's processing set is followed by one
+    for the dirty set. At most :data:`RUN_ATTEMPTS` passes (what is left waits for the next run)."""
+    done: _Recomputed | None = None
     for _ in range(RUN_ATTEMPTS):
         try:
-            return _recompute_once(r, underlying, epoch, layout)
+            once = _recompute_once(r, underlying, epoch, layout)
         except TilesConflict as conflict:
             log.info("heatmap %s %s: %s — running again", underlying, epoch, conflict)
-    raise TilesConflict(f"heatmap {underlying} {epoch}: the tiles kept moving under {RUN_ATTEMPTS} runs")
+            continue
+        done = once if done is None else done.then(once)
+        if not once.leftover:
+            return done
+        log.info("heatmap %s %s: recomputed an unfinished run's %d contracts; now the dirty set", underlying,
+                 epoch, once.dirty)  # fmt: skip
+    if done is None:
+        raise TilesConflict(f"heatmap {underlying} {epoch}: the tiles kept moving under {RUN_ATTEMPTS} passes")
+    return done
 
 
 def _recompute_once(r: Redis, underlying: str, epoch: str, layout: EpochLayout) -> _Recomputed:
-    taken, version_text, records, spot, model_version = _run_scripted(r, [
+    (leftover, taken), version_text, records, spot, model_version = _run_scripted(r, [
         ("EVALSHA", script_sha("take_dirty"), 2, keys.dirty_contracts(underlying, epoch),
          keys.dirty_processing(underlying, epoch)),
         ("GET", keys.heatmap_tiles_version(underlying, epoch)),
@@ -328,7 +357,7 @@ def _recompute_once(r: Redis, underlying: str, epoch: str, layout: EpochLayout) 
     read_version = int(version_text or 0)
     spot, model_version = (spot.decode() if spot else None), (model_version.decode() if model_version else None)
     if not taken:
-        return _Recomputed(0, 0, 0, read_version, spot, model_version)
+        return _Recomputed(0, 0, 0, read_version, spot, model_version, bool(leftover))
     raw_tile_of = layout.raw_tile_of
     touched = sorted({raw_tile_of[cid] for cid in taken if cid in raw_tile_of})
     spans = layout.spans
@@ -358,7 +387,7 @@ def _recompute_once(r: Redis, underlying: str, epoch: str, layout: EpochLayout) 
     else:
         _boards.pop((underlying, epoch), None)
     return _Recomputed(len(taken), len(touched), sum(calls) + sum(puts) if touched else 0, version, spot,
-                       model_version)  # fmt: skip
+                       model_version, bool(leftover))  # fmt: skip
 
 
 def project_counters(r: Redis, underlying: str, epoch: str, cids: Iterable[str] | None = None) -> tuple[int, int]:
@@ -497,7 +526,15 @@ def run_heatmap(r: Redis, underlying: str, *, now_ms: int | None = None) -> list
         layout = read_layout(r, u, epoch)
         if layout is None:
             continue
-        done = _recompute(r, u, epoch, layout)
+        if (u, epoch) not in _tiles_checked:
+            convert_text_tiles(r, u, epoch)
+            _tiles_checked[(u, epoch)] = True
+        try:
+            done = _recompute(r, u, epoch, layout)
+        except TilesConflict as conflict:  # other runs kept writing: they publish; the next run goes on
+            log.warning("%s", conflict)
+            runs.append(TileRun(epoch, 0, 0, 0, None))
+            continue
         dirty, recomputed, read, spot, model_version = done.dirty, done.tiles, done.contracts, done.spot, \
             done.model_version  # fmt: skip
         board = _boards.get((u, epoch))

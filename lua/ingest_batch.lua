@@ -52,7 +52,7 @@ local max_age = tonumber(ARGV[1])
 local n = (#KEYS - 2) / 2
 local batch = cjson.decode(ARGV[n + 2])
 local LIMIT = 9007199254740992 -- 2^53: integers below it are exact in a Lua number
-local floor, format, call, tonumber = math.floor, string.format, redis.call, tonumber
+local floor, format, call, tonumber, match = math.floor, string.format, redis.call, tonumber, string.match
 local pack, RECORD, UNREADABLE = struct.pack, '<i8i8i8i8i8', struct.pack('<i8i8i8i8i8', 0, 0, 0, 0, -1)
 local records = nil -- length of the counters string, read at the first trade of the batch
 
@@ -235,6 +235,8 @@ for i = 1, n do
             if changed then
               fields[nf + 1], fields[nf + 2] = COUNTERS[k], format('%d', sum) -- exact below 2^53
               nf = nf + 2
+            elseif stored and not match(stored, '^%-?%d+$') then
+              exact = false -- kept as it is ("1e3", " 7"): the reference reads no integer there, nor may the record
             end
           else
             exact = false

@@ -1,22 +1,22 @@
 -- take_dirty.lua — atomically take the dirty contracts of one heatmap epoch for a recompute.
 --
--- The dirty set is moved into the processing set (merged with whatever an unfinished earlier run left
--- there), so a run killed at any point loses nothing: the next run takes those contracts again. The
--- processing set is deleted by write_tiles.lua in the same step as the recomputed tiles. A processing set
--- created from a retired epoch's dirty set inherits its TTL.
+-- If an unfinished run left a processing set (it was killed, or is still running after its lock expired),
+-- that set is taken as it is — the dirty set stays where it is for the next take. Otherwise the dirty set
+-- becomes the processing set (RENAME: O(1), and a retired epoch's TTL moves with it). The processing set is
+-- deleted by write_tiles.lua in the same step as the recomputed tiles.
+--
+-- Never merging the two is what keeps overlapping runs exact: a run deletes the processing set it wrote,
+-- and that set holds only contracts the run itself took (a merge would let a run delete contracts another
+-- run took after it, and whose tiles it never recomputed).
 --
 -- KEYS[1]  epoch:{U}:<E>:heatmap:dirty_contracts    SET
 -- KEYS[2]  epoch:{U}:<E>:heatmap:dirty_processing   SET
--- Returns  the contract ids to recompute (every member of the processing set)
+-- Returns  {1 if an unfinished run's set was taken else 0, the contract ids to recompute}
 
-if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('RENAME', KEYS[1], KEYS[2])  -- the usual case: O(1), and the TTL (if any) moves with it
-elseif redis.call('EXISTS', KEYS[1]) == 1 then
-  local ttl = redis.call('PTTL', KEYS[1])
-  redis.call('SUNIONSTORE', KEYS[2], KEYS[2], KEYS[1])
-  redis.call('DEL', KEYS[1])
-  if ttl > 0 then
-    redis.call('PEXPIRE', KEYS[2], ttl)
-  end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return { 1, redis.call('SMEMBERS', KEYS[2]) }
 end
-return redis.call('SMEMBERS', KEYS[2])
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('RENAME', KEYS[1], KEYS[2])
+end
+return { 0, redis.call('SMEMBERS', KEYS[2]) }

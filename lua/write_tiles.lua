@@ -7,10 +7,11 @@
 -- tiles in between — e.g. a run that took over after this one's lock expired, whose newer sums must not be
 -- overwritten with older ones), the records are written (one SETRANGE per run of adjacent slots), the
 -- version is bumped (a worker trusts its cached copy of the tiles only while the version is the one it
--- wrote) and the processing set is deleted. Otherwise nothing is written and the error "CONFLICT …" is
--- answered: the caller runs again (the processing set is still there or was finished by the other run, so
--- nothing is lost). If the epoch was retired meanwhile (its meta has a TTL), the tiles and the version get
--- that TTL too, so no key outlives its epoch.
+-- wrote) and the processing set is deleted — it holds exactly what this run took (take_dirty.lua never
+-- adds to an existing one). Otherwise nothing is written and the error "CONFLICT …" is answered: another
+-- run wrote the tiles of the same processing set and deleted it; every contract that changed after that
+-- run's read was marked dirty after its take, so it waits in the dirty set; the caller takes again. If the epoch was retired meanwhile (its
+-- meta has a TTL), the tiles and the version get that TTL too, so no key outlives its epoch.
 --
 -- KEYS[1]  epoch:{U}:<E>:heatmap:tiles              STRING  tile records
 -- KEYS[2]  epoch:{U}:<E>:heatmap:tiles_version      STRING

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from unittest import mock
 
@@ -57,37 +58,69 @@ def test_only_the_active_epoch_publishes_with_increasing_versions(r: redis.Redis
     refused = publish_view(r, "gex", "SPY", "not-an-epoch", view("x", 3))
     assert refused.status == "refused" and r.get(keys.model_view("gex", "SPY")) == stored
     assert messages(pubsub) == []
-    assert not r.exists(keys.staged_view("gex", "SPY"))  # nothing staged is left behind
+    assert staged(r) == []  # nothing staged is left behind
     pubsub.close()
+
+
+def staged(r: redis.Redis) -> list[str]:
+    return list(r.scan_iter(match="mmaker:*:staged:*"))
 
 
 def test_a_publisher_with_an_old_version_or_overtaken_while_staging_publishes_the_next_version(
     r: redis.Redis,
 ) -> None:
     """The view is staged with its version before the script runs: a wrong guess of the stored version, or
-    another publisher staging over it in between, is answered "stale" and the view staged again."""
+    another publication landing between the staging and the script, is answered "stale" and the view staged
+    again with the next version."""
     a = epoch(r, [date(2030, 1, 18)])
     promote(r, a)
     publish_view(r, "gex", "SPY", a, view(a, 1))
     body = orjson.dumps(view(a, 2))
     assert publish_encoded_view(r, "gex", "SPY", a, body, stored_version=0).version == 2  # guessed 1: stale
     assert publish_encoded_view(r, "gex", "SPY", a, body, stored_version=7).version == 3  # guessed 8: stale
+    overtake = intercept_between_staging_and_script(lambda: publish_view(r, "gex", "SPY", a, view(a, 9)))
+    with mock.patch.object(publish, "execute_pipeline", side_effect=overtake):
+        assert publish_encoded_view(r, "gex", "SPY", a, orjson.dumps(view(a, 4))).version == 5
+    assert overtake.done and orjson.loads(r.get(keys.model_view("gex", "SPY"))) == {"version": 5, **view(a, 4)}
+    assert staged(r) == [] and r.ttl(keys.model_view("gex", "SPY")) == -1
+
+
+def intercept_between_staging_and_script(other: Callable[[], object]) -> Callable:
+    """An ``execute_pipeline`` that, the first time it stages a view, runs ``other`` (another publisher)
+    between the staging SET and the publish script."""
     real = bulk.execute_pipeline
 
-    def overtaken(client: redis.Redis, commands: list) -> list:
-        if commands[0][0] == "SET" and not overtaken.done:  # another publisher stages over this one's view
-            overtaken.done = True
-            replies = real(client, [commands[0], ("SET", keys.staged_view("gex", "SPY"), b'{"version":9}'),
-                                    commands[1]])  # fmt: skip
-            return [replies[0], replies[2]]
+    def run(client: redis.Redis, commands: list) -> list:
+        if commands[0][0] == "SET" and not run.done:
+            run.done = True
+            staged_reply = real(client, [commands[0]])
+            other()
+            return [*staged_reply, *real(client, commands[1:])]
         return real(client, commands)
 
-    overtaken.done = False
-    with mock.patch.object(publish, "execute_pipeline", side_effect=overtaken):
-        assert publish_encoded_view(r, "gex", "SPY", a, orjson.dumps(view(a, 4))).version == 4
-    assert overtaken.done
-    assert orjson.loads(r.get(keys.model_view("gex", "SPY"))) == {"version": 4, **view(a, 4)}
-    assert not r.exists(keys.staged_view("gex", "SPY"))
+    run.done = False
+    return run
+
+
+def test_a_warming_epochs_view_staged_at_the_same_version_is_never_published_as_the_active_one(
+    r: redis.Redis,
+) -> None:
+    """Two publishers read the same stored version — the active epoch's worker and a warming epoch's —
+    and stage views with the same version N: each publication renames its own staged view, so the active
+    key gets the active epoch's view and the warming epoch's view is only prepared."""
+    a = epoch(r, [date(2030, 1, 18)])
+    promote(r, a)
+    publish_view(r, "gex", "SPY", a, view(a, 1))
+    w = epoch(r, [date(2030, 1, 18), date(2030, 2, 15)])
+    warming = intercept_between_staging_and_script(
+        lambda: publish_encoded_view(r, "gex", "SPY", w, orjson.dumps(view(w, 2)), stored_version=1)
+    )
+    with mock.patch.object(publish, "execute_pipeline", side_effect=warming):
+        assert publish_encoded_view(r, "gex", "SPY", a, orjson.dumps(view(a, 3)), stored_version=1).version == 2
+    assert warming.done
+    assert orjson.loads(r.get(keys.model_view("gex", "SPY"))) == {"version": 2, **view(a, 3)}
+    assert orjson.loads(r.get(keys.prepared_view("SPY", w, "gex"))) == view(w, 2)
+    assert staged(r) == []
 
 
 def test_a_warming_epoch_view_is_prepared_not_published(r: redis.Redis) -> None:
@@ -99,7 +132,7 @@ def test_a_warming_epoch_view_is_prepared_not_published(r: redis.Redis) -> None:
     assert result.status == "prepared"
     assert orjson.loads(r.get(keys.model_view("gex", "SPY")))["epoch"] == a
     assert orjson.loads(r.get(keys.prepared_view("SPY", b, "gex"))) == view(b, 2)  # stored without a version
-    assert r.sismember(keys.epoch_ready("SPY", b), "gex") and not r.exists(keys.staged_view("gex", "SPY"))
+    assert r.sismember(keys.epoch_ready("SPY", b), "gex") and staged(r) == []
 
 
 def test_promotion_publishes_prepared_views_in_the_same_step(r: redis.Redis) -> None:

@@ -30,6 +30,7 @@ def make_epoch(r: redis.Redis) -> tuple[str, list[str]]:
     tiles._layouts.clear()
     tiles._boards.clear()
     tiles._published.clear()
+    tiles._tiles_checked.clear()
     dec = decompose("SPY", chain_rows("SPY", EXPIRIES, STRIKES), bucket_width=1.0, am_settled_roots=())
     write_decomposition(r, dec, now_ms=NOW, retire_ttl_s=300)
     promote_epoch(r, "SPY", dec.epoch_id, required=(), max_warming_s=30, retire_ttl_s=300, now_ms=NOW)
@@ -78,8 +79,16 @@ operations = st.lists(
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=operations)
-def test_tiles_always_equal_a_from_scratch_recomputation(r: redis.Redis, ops: list[tuple]) -> None:
+@given(ops=operations, whole=st.booleans())
+def test_tiles_always_equal_a_from_scratch_recomputation(r: redis.Redis, ops: list[tuple], whole: bool) -> None:
+    """Random trades, runs, runs killed after their take or just before their write, runs of another worker,
+    counters beyond 2^53 — then every tile equals a from-scratch recomputation. ``whole``: every write sends
+    the whole tiles string from the worker's copy (else: only the runs of slots written)."""
+    with mock.patch.object(tiles, "MAX_RUNS", 0 if whole else 10**6):
+        check_random_operations(r, ops)
+
+
+def check_random_operations(r: redis.Redis, ops: list[tuple]) -> None:
     epoch, cids = make_epoch(r)
     q = 0
     for op in ops:
@@ -295,8 +304,9 @@ def test_a_run_overtaken_between_its_read_and_its_write_runs_again(r: redis.Redi
 
     with mock.patch.object(tiles, "_write_tiles", side_effect=overtaken):
         (result,) = tiles.run_heatmap(r, "SPY")
-    # the other run's write, then this run's (refused: CONFLICT), then its second attempt found nothing left
-    assert writes == ["other", "mine", "mine"] and result.dirty == 0
+    # the other run wrote twice — a pass over this run's unfinished processing set, then one over the dirty set
+    # (the second trade) — then this run's write was refused (CONFLICT) and its next pass found nothing left
+    assert writes == ["other", "mine", "mine", "mine"] and result.dirty == 0
     assert stored(r, epoch) == from_scratch(r, epoch, cids)
     (tile,) = stored(r, epoch).values()
     assert tile[3] == 8 and tile[4] == 2  # both trades: 3 + 5 contracts
@@ -331,9 +341,58 @@ def test_tiles_stored_as_text_by_an_earlier_version_are_recomputed_as_records(r:
     r.srem(keys.dirty_contracts("SPY", epoch), *cids[:6])  # the earlier version ran already: its tiles are text
     r.hset(keys.heatmap_tiles("SPY", epoch), mapping={"0": "1,2,3,4,5,6,7"})
     r.set(keys.heatmap_tiles_version("SPY", epoch), 3)
-    tiles.run_heatmap(r, "SPY")  # finds the hash: drops it and dirties every contract
-    tiles.run_heatmap(r, "SPY")
+    (run,) = tiles.run_heatmap(r, "SPY")  # finds the hash, drops it, dirties every contract, recomputes them all
+    assert run.dirty == len(cids) and run.publication is not None and run.publication.published
     assert r.type(keys.heatmap_tiles("SPY", epoch)) == "string"
     assert stored(r, epoch) == from_scratch(r, epoch, cids) and len(stored(r, epoch)) > 0
     view = orjson.loads(r.get(keys.model_view("heatmap", "SPY")))
     assert sum(t["volume"] for t in view["tiles"]) == 1 + 2 + 3 + 4 + 5 + 6
+
+
+def test_overlapping_runs_lose_nothing_whichever_writes_first(r: redis.Redis) -> None:
+    """Run A took {x} and is slow; y is marked dirty; run B (another worker, A's lock expired) takes — A's
+    unfinished processing set only, never merged with the dirty set — and reads; then A writes (and deletes
+    the processing set). B's write is refused (the tiles version moved), and B takes again: the dirty set
+    {y}. Every tile ends equal to a from-scratch recomputation, nothing left dirty."""
+    epoch, cids = make_epoch(r)
+    x, y = "O:SPY:2030-01-18:98:C", "O:SPY:2030-02-15:103:P"
+    trade(r, epoch, x, "1.10", 2, 1)
+    real_write = tiles._write_tiles
+    paused: list[tuple] = []
+
+    def pause(*args: object) -> None:  # A stops just before its write
+        paused.append(args)
+        raise WorkerDied
+
+    with mock.patch.object(tiles, "_write_tiles", side_effect=pause), suppress(WorkerDied):
+        tiles.run_heatmap(r, "SPY")
+    board_a = dict(tiles._boards)
+    trade(r, epoch, y, "0.95", 4, 2)
+    writes: list[str] = []
+
+    def b_write(*args: object) -> object:
+        if not writes:  # A resumes and writes first
+            writes.append("A")
+            real_write(*paused[0])
+        writes.append("B")
+        return real_write(*args)
+
+    tiles._boards.clear()  # B is another worker
+    with mock.patch.object(tiles, "_write_tiles", side_effect=b_write):
+        (run,) = tiles.run_heatmap(r, "SPY")
+    assert writes == ["A", "B", "B"]  # B's first write refused (CONFLICT), its second pass wrote y's tile
+    assert run.dirty == 1  # its first pass (A's {x}) was refused and counts nothing; its second took {y}
+    assert stored(r, epoch) == from_scratch(r, epoch, cids) and len(stored(r, epoch)) == 2
+    assert not r.exists(keys.dirty_contracts("SPY", epoch), keys.dirty_processing("SPY", epoch))
+    assert board_a  # (A had its own copy of the tiles)
+
+
+def test_a_killed_runs_set_is_finished_first_then_the_dirty_set_in_the_same_run(r: redis.Redis) -> None:
+    epoch, cids = make_epoch(r)
+    trade(r, epoch, cids[0], "1.10", 2, 1)
+    tiles.take_dirty(r, "SPY", epoch)  # a run took {cids[0]} and died
+    trade(r, epoch, cids[7], "1.10", 3, 2)
+    assert tiles.take_dirty(r, "SPY", epoch) == [cids[0]]  # the unfinished set alone: the dirty set waits
+    (run,) = tiles.run_heatmap(r, "SPY")
+    assert run.dirty == 2 and stored(r, epoch) == from_scratch(r, epoch, cids)
+    assert not r.exists(keys.dirty_contracts("SPY", epoch), keys.dirty_processing("SPY", epoch))

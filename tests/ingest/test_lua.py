@@ -309,3 +309,15 @@ def test_no_record_is_written_outside_the_counters_string(r: redis.Redis) -> Non
     r.set(RECORDS, bytes(RECORD_BYTES))  # one record only: slot 1 is beyond it
     run(r, [trade("1.10", q=2)])
     assert raw(r).get(RECORDS) == bytes(RECORD_BYTES) and r.hget(HM, "trades") == "2"
+
+
+def test_a_counter_the_trade_leaves_as_odd_text_marks_the_record_unreadable(r: redis.Redis) -> None:
+    """A buy leaves sell_micro as it is; stored as "1e3" (not decimal integer text: the reference reads no
+    integer there) the record cannot equal the hash, so it is marked and the tile is summed from the hashes."""
+    seed(r)
+    r.hset(HM, "sell_micro", "1e3")
+    run(r, [trade("1.10", size=1, q=1)])
+    assert r.hget(HM, "sell_micro") == "1e3" and record(r)[4] == UNREADABLE
+    r.hset(HM, "sell_micro", "1000")
+    run(r, [trade("1.10", size=1, q=2)])
+    assert_record_is_the_hash(r)

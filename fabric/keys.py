@@ -110,7 +110,7 @@ def heatmap_tiles(underlying: str, epoch: str) -> str:
 
 
 def heatmap_tiles_version(underlying: str, epoch: str) -> str:
-    """STRING: INCR'd with every write of the tiles hash (lets a worker trust its cached copy of the tiles)."""
+    """STRING: INCR'd with every write of the tiles (lets a worker trust its cached copy of the tiles)."""
     return f"epoch:{tag(underlying)}:{epoch}:heatmap:tiles_version"
 
 

@@ -197,7 +197,7 @@ def read_contract_values(r: Redis, underlying: str, epoch: str, cids: Iterable[s
 class TileBoard:
     """This worker's copy of an epoch's tile cells, trusted while the epoch's ``tiles_version`` matches.
 
-    Every write of the tiles hash INCRs the version in the same transaction, so a copy whose version is the
+    Every write of the tiles INCRs the version in the same script call, so a copy whose version is the
     stored one is exactly the stored tiles; any other writer (another worker after a failover) moves the
     version, and the copy is rebuilt from Redis. Not a second source of truth: a cache of one.
     """

@@ -58,11 +58,11 @@ def publish_encoded_view(r: Redis, model: Model, underlying: str, epoch: str, bo
     u = underlying.upper()
     rest = memoryview(body)[1:]
     loaded = False
+    staged_key = keys.staged_view(model, u, secrets.token_hex(8))  # this publication's own (every attempt's)
     for _ in range(PUBLISH_ATTEMPTS):
         if stored_version is None:
             stored_version = int(r.get(keys.model_version(model, u)) or 0)
         version = stored_version + 1
-        staged_key = keys.staged_view(model, u, secrets.token_hex(8))  # this publication's own
         view_keys = (keys.active_epoch(u), keys.model_view(model, u), keys.model_version(model, u),
                      keys.epoch_meta(u, epoch), keys.prepared_view(u, epoch, model), keys.epoch_ready(u, epoch),
                      staged_key)  # fmt: skip

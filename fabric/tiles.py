@@ -156,26 +156,22 @@ _tiles_checked: dict[tuple[str, str], bool] = {}
 def convert_text_tiles(r: Redis, underlying: str, epoch: str) -> bool:
     """If the epoch's tiles are a HASH of text tiles (written by an earlier version of mmaker), drop them and
     mark every contract of the epoch dirty, so this run writes them all as records. True if it did."""
-    tiles_key = keys.heatmap_tiles(underlying, epoch)
-    if r.type(tiles_key) not in ("hash", b"hash"):
-        return False
-    log.warning("heatmap %s %s: tiles stored as text by an earlier version — recomputing them all", underlying,
-                epoch)  # fmt: skip
-    dirty = keys.dirty_contracts(underlying, epoch)
-    *_, ttl = execute_transaction(r, [("DEL", tiles_key),
-                                      ("SUNIONSTORE", dirty, dirty, keys.epoch_universe(underlying, epoch)),
-                                      ("INCR", keys.heatmap_tiles_version(underlying, epoch)),
-                                      ("PTTL", keys.epoch_meta(underlying, epoch))])  # fmt: skip
-    if int(ttl) > 0:  # the epoch was retired: the dirty set just created must not outlive it
-        r.pexpire(dirty, int(ttl))
-    return True
+    converted = bool(script(r, "convert_tiles")(keys=[
+        keys.heatmap_tiles(underlying, epoch), keys.dirty_contracts(underlying, epoch),
+        keys.epoch_universe(underlying, epoch), keys.heatmap_tiles_version(underlying, epoch),
+        keys.epoch_meta(underlying, epoch)]))  # fmt: skip
+    if converted:
+        log.warning("heatmap %s %s: tiles stored as text by an earlier version — recomputing them all", underlying,
+                    epoch)  # fmt: skip
+    return converted
 
 
 def take_dirty(r: Redis, underlying: str, epoch: str) -> list[str]:
     """The contracts to recompute: an unfinished run's processing set, else the dirty set moved (atomically)
     into the processing set."""
-    _, taken = script(r, "take_dirty")(keys=[keys.dirty_contracts(underlying, epoch),
-                                             keys.dirty_processing(underlying, epoch)])  # fmt: skip
+    _, _, taken = script(r, "take_dirty")(keys=[keys.dirty_contracts(underlying, epoch),
+                                                keys.dirty_processing(underlying, epoch),
+                                                keys.heatmap_tiles_version(underlying, epoch)])  # fmt: skip
     return list(taken)
 
 
@@ -346,10 +342,9 @@ def _recompute(r: Redis, underlying: str, epoch: str, layout: EpochLayout) -> _R
 
 
 def _recompute_once(r: Redis, underlying: str, epoch: str, layout: EpochLayout) -> _Recomputed:
-    (leftover, taken), version_text, records, spot, model_version = _run_scripted(r, [
-        ("EVALSHA", script_sha("take_dirty"), 2, keys.dirty_contracts(underlying, epoch),
-         keys.dirty_processing(underlying, epoch)),
-        ("GET", keys.heatmap_tiles_version(underlying, epoch)),
+    (leftover, version_text, taken), records, spot, model_version = _run_scripted(r, [
+        ("EVALSHA", script_sha("take_dirty"), 3, keys.dirty_contracts(underlying, epoch),
+         keys.dirty_processing(underlying, epoch), keys.heatmap_tiles_version(underlying, epoch)),
         ("GET", keys.heatmap_counters(underlying, epoch)),
         ("HGET", keys.spot(underlying), "price"),
         ("GET", keys.model_version("heatmap", underlying)),
@@ -533,6 +528,13 @@ def run_heatmap(r: Redis, underlying: str, *, now_ms: int | None = None) -> list
             done = _recompute(r, u, epoch, layout)
         except TilesConflict as conflict:  # other runs kept writing: they publish; the next run goes on
             log.warning("%s", conflict)
+            runs.append(TileRun(epoch, 0, 0, 0, None))
+            continue
+        except ResponseError as error:
+            if "WRONGTYPE" not in str(error):
+                raise
+            log.warning("heatmap %s %s: %s — checking the tiles' format again next run", u, epoch, error)
+            _tiles_checked.pop((u, epoch), None)  # (an earlier version's worker wrote text tiles meanwhile)
             runs.append(TileRun(epoch, 0, 0, 0, None))
             continue
         dirty, recomputed, read, spot, model_version = done.dirty, done.tiles, done.contracts, done.spot, \

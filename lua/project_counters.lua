@@ -24,6 +24,9 @@ local LIMIT = 9007199254740992
 local pack, RECORD = struct.pack, '<i8i8i8i8i8'
 local call, tonumber, floor = redis.call, tonumber, math.floor
 local size = tonumber(ARGV[1]) * 40
+if call('EXISTS', KEYS[2]) == 0 then -- the epoch is gone (expired): create nothing that would never expire
+  return { 0, 0 }
+end
 
 if call('EXISTS', KEYS[1]) == 0 and size > 0 then
   call('SETRANGE', KEYS[1], size - 1, '\0')

@@ -7,16 +7,21 @@
 --
 -- Never merging the two is what keeps overlapping runs exact: a run deletes the processing set it wrote,
 -- and that set holds only contracts the run itself took (a merge would let a run delete contracts another
--- run took after it, and whose tiles it never recomputed).
+-- run took after it, and whose tiles it never recomputed). The tiles version is read in this same atomic
+-- step: write_tiles.lua writes only if it is unchanged, which proves the processing set is still the one
+-- taken here (only write_tiles deletes it, and it bumps the version in the same step).
 --
 -- KEYS[1]  epoch:{U}:<E>:heatmap:dirty_contracts    SET
 -- KEYS[2]  epoch:{U}:<E>:heatmap:dirty_processing   SET
--- Returns  {1 if an unfinished run's set was taken else 0, the contract ids to recompute}
+-- KEYS[3]  epoch:{U}:<E>:heatmap:tiles_version      STRING
+-- Returns  {1 if an unfinished run's set was taken else 0, the tiles version ("0" if none),
+--           the contract ids to recompute}
 
+local version = redis.call('GET', KEYS[3]) or '0'
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  return { 1, redis.call('SMEMBERS', KEYS[2]) }
+  return { 1, version, redis.call('SMEMBERS', KEYS[2]) }
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('RENAME', KEYS[1], KEYS[2])
 end
-return { 0, redis.call('SMEMBERS', KEYS[2]) }
+return { 0, version, redis.call('SMEMBERS', KEYS[2]) }

@@ -21,11 +21,16 @@
 -- ARGV[2]  the records written, concatenated
 -- ARGV[3…] per run of adjacent slots: byte offset in the tiles string, byte offset in ARGV[2] (from 0),
 --          length in bytes  (none: nothing to write, the run only finishes)
--- Returns  the new tiles version, or the error "CONFLICT …" (nothing written)
+-- Returns  the new tiles version, or the error "CONFLICT …" (nothing written; also when the epoch's meta
+--          expired meanwhile: the caller's next take finds nothing)
 
 local read = redis.call('GET', KEYS[2]) or '0'
 if read ~= ARGV[1] then
   return redis.error_reply('CONFLICT tiles version is ' .. read .. ', the run read ' .. ARGV[1])
+end
+local ttl = redis.call('PTTL', KEYS[4])
+if ttl == -2 then -- the epoch expired under the run: writing would create keys that never expire
+  return redis.error_reply('CONFLICT the epoch is gone')
 end
 local records, sub, tonumber = ARGV[2], string.sub, tonumber
 for i = 3, #ARGV, 3 do
@@ -35,7 +40,6 @@ for i = 3, #ARGV, 3 do
 end
 local version = redis.call('INCR', KEYS[2])
 redis.call('UNLINK', KEYS[3]) -- freed in the background: a fully dirty chain's set is 20,000 members
-local ttl = redis.call('PTTL', KEYS[4])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)

@@ -26,7 +26,7 @@ from fabric.epochs import accept_epoch, promote_epoch, retire_epoch
 from fabric.publish import publish_view
 from fabric.redis_client import async_redis_from_url
 from fabric.scripts import LUA_DIR, eval_many, script
-from fabric.tiles import project_counters, read_tiles, run_heatmap, take_dirty
+from fabric.tiles import convert_text_tiles, project_counters, read_tiles, run_heatmap, take_dirty
 from ingest.batch import EpochCall
 from models.heatmap import Tile, pack_tiles
 from tests.support.chains import chain_rows
@@ -79,6 +79,15 @@ def case_write_tiles(rc: ClusterClient, cluster: RedisCluster, u: str) -> None:
     records = pack_tiles([Tile(volume=3)])
     assert int(script(rc, "write_tiles")(keys=call_keys, args=["0", records, 56, 0, 56])) == 1
     assert rc.strlen(keys.heatmap_tiles(u, e)) == 112  # slot 1: slot 0 zero-filled
+
+
+def case_convert_tiles(rc: ClusterClient, cluster: RedisCluster, u: str) -> None:
+    dec = write_chain(rc, u)
+    rc.hset(keys.heatmap_tiles(u, dec.epoch_id), "0", "1,2,3,4,5,6,7")  # text tiles of an earlier version
+    assert convert_text_tiles(rc, u, dec.epoch_id)
+    assert not rc.exists(keys.heatmap_tiles(u, dec.epoch_id))
+    assert rc.scard(keys.dirty_contracts(u, dec.epoch_id)) == len(dec.contract_ids)
+    assert not convert_text_tiles(rc, u, dec.epoch_id)
 
 
 def case_project_counters(rc: ClusterClient, cluster: RedisCluster, u: str) -> None:
@@ -152,6 +161,7 @@ CASES: dict[str, Callable[[ClusterClient, RedisCluster, str], None]] = {
     "take_dirty": case_take_dirty,
     "write_tiles": case_write_tiles,
     "project_counters": case_project_counters,
+    "convert_tiles": case_convert_tiles,
     "publish_view": case_publish_view,
     "promote_epoch": case_promote_epoch,
     "retire_epoch": case_retire_epoch,

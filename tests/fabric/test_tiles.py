@@ -73,6 +73,8 @@ operations = st.lists(
         st.tuples(st.just("killed_before_write")),
         st.tuples(st.just("foreign_run")),
         st.tuples(st.just("beyond_doubles"), st.integers(0, 2 * len(EXPIRIES) * len(STRIKES) - 1)),
+        st.tuples(st.just("paused_before_write")),
+        st.tuples(st.just("paused_run_resumes")),
     ),
     max_size=40,
 )  # fmt: skip
@@ -91,6 +93,13 @@ def test_tiles_always_equal_a_from_scratch_recomputation(r: redis.Redis, ops: li
 def check_random_operations(r: redis.Redis, ops: list[tuple]) -> None:
     epoch, cids = make_epoch(r)
     q = 0
+    real_write = tiles._write_tiles
+    paused: list[tuple] = []  # the writes of runs paused just before them (resumed later: overlapping runs)
+
+    def pause(*args: object) -> None:
+        paused.append(args)
+        raise WorkerDied
+
     for op in ops:
         if op[0] == "trade":
             q += 1
@@ -111,6 +120,13 @@ def check_random_operations(r: redis.Redis, ops: list[tuple]) -> None:
             r.hincrby(key, "flow_micro", 2**53 + 1)
             tiles.project_counters(r, "SPY", epoch, [cids[op[1]]])
             r.sadd(keys.dirty_contracts("SPY", epoch), cids[op[1]])
+        elif op[0] == "paused_before_write":  # a slow run, its lock expired: others run meanwhile
+            with mock.patch.object(tiles, "_write_tiles", side_effect=pause), suppress(WorkerDied):
+                tiles.run_heatmap(r, "SPY")
+        elif op[0] == "paused_run_resumes":  # ...and then writes what it summed (or is refused: CONFLICT)
+            if paused:
+                with suppress(tiles.TilesConflict):
+                    real_write(*paused.pop(0))
         else:  # dies after reading and summing, just before write_tiles.lua: nothing was written
             with mock.patch.object(tiles, "_write_tiles", side_effect=WorkerDied), suppress(WorkerDied):
                 tiles.run_heatmap(r, "SPY")  # (with nothing dirty there is no write to die at)
@@ -291,22 +307,24 @@ def test_a_run_overtaken_between_its_read_and_its_write_runs_again(r: redis.Redi
     writes: list[str] = []
 
     def overtaken(*args: object) -> int:
-        if not writes:  # the first write: another worker takes over first, after one more trade
-            writes.append("other")
+        if not writes:  # this run's first write: another worker takes over first, after one more trade
+            writes.append("other starts")
             trade(r, epoch, call_100, "1.10", 5, 2)
             mine = dict(tiles._boards)
             tiles._boards.clear()
             tiles.run_heatmap(r, "SPY")
             tiles._boards.clear()
             tiles._boards.update(mine)
-        writes.append("mine")
+            writes.append("mine")
+        else:
+            writes.append("other's write" if len(writes) < 3 else "mine")
         return real_write(*args)
 
     with mock.patch.object(tiles, "_write_tiles", side_effect=overtaken):
         (result,) = tiles.run_heatmap(r, "SPY")
     # the other run wrote twice — a pass over this run's unfinished processing set, then one over the dirty set
     # (the second trade) — then this run's write was refused (CONFLICT) and its next pass found nothing left
-    assert writes == ["other", "mine", "mine", "mine"] and result.dirty == 0
+    assert writes == ["other starts", "other's write", "other's write", "mine"] and result.dirty == 0
     assert stored(r, epoch) == from_scratch(r, epoch, cids)
     (tile,) = stored(r, epoch).values()
     assert tile[3] == 8 and tile[4] == 2  # both trades: 3 + 5 contracts
@@ -366,7 +384,6 @@ def test_overlapping_runs_lose_nothing_whichever_writes_first(r: redis.Redis) ->
 
     with mock.patch.object(tiles, "_write_tiles", side_effect=pause), suppress(WorkerDied):
         tiles.run_heatmap(r, "SPY")
-    board_a = dict(tiles._boards)
     trade(r, epoch, y, "0.95", 4, 2)
     writes: list[str] = []
 
@@ -384,7 +401,6 @@ def test_overlapping_runs_lose_nothing_whichever_writes_first(r: redis.Redis) ->
     assert run.dirty == 1  # its first pass (A's {x}) was refused and counts nothing; its second took {y}
     assert stored(r, epoch) == from_scratch(r, epoch, cids) and len(stored(r, epoch)) == 2
     assert not r.exists(keys.dirty_contracts("SPY", epoch), keys.dirty_processing("SPY", epoch))
-    assert board_a  # (A had its own copy of the tiles)
 
 
 def test_a_killed_runs_set_is_finished_first_then_the_dirty_set_in_the_same_run(r: redis.Redis) -> None:
@@ -396,3 +412,19 @@ def test_a_killed_runs_set_is_finished_first_then_the_dirty_set_in_the_same_run(
     (run,) = tiles.run_heatmap(r, "SPY")
     assert run.dirty == 2 and stored(r, epoch) == from_scratch(r, epoch, cids)
     assert not r.exists(keys.dirty_contracts("SPY", epoch), keys.dirty_processing("SPY", epoch))
+
+
+def test_a_run_whose_epoch_expired_meanwhile_writes_nothing(r: redis.Redis) -> None:
+    """Retired and expired while the run summed: its write is refused, nothing is created without a TTL."""
+    epoch, cids = make_epoch(r)
+    trade(r, epoch, cids[0], "1.10", 1, 1)
+    real_write = tiles._write_tiles
+
+    def expire_then_write(*args: object) -> object:
+        for key in r.keys(f"*{epoch}*"):
+            r.delete(key)
+        return real_write(*args)
+
+    with mock.patch.object(tiles, "_write_tiles", side_effect=expire_then_write):
+        tiles.run_heatmap(r, "SPY")
+    assert r.keys(f"*{epoch}*") == []

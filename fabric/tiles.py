@@ -75,7 +75,8 @@ class EpochLayout:
     bucket_width: float
     tile_of: dict[str, int]
     members: dict[int, list[str]]
-    spans: dict[int, tuple[int, int, int]]  # tile -> (first slot, calls, puts): its run of counter records
+    spans: dict[int, tuple[int, int, int, int]]  # tile -> (first slot, calls, puts, tile slot): its run of
+    # counter records and where its own record is in the tiles string
     cell_axes: dict[int, tuple[str, float]]  # tile -> (expiry, lower-edge strike), for tiles with contracts
     axes_json: bytes
     raw_tile_of: dict[bytes, int]  # tile_of keyed by the contract id's bytes (as the dirty set comes back)
@@ -119,10 +120,13 @@ def read_layout(r: Redis, underlying: str, epoch: str) -> EpochLayout | None:
     members: dict[int, list[str]] = {}
     for cid, tile in tile_of.items():
         members.setdefault(tile, []).append(cid)
-    spans: dict[int, tuple[int, int, int]] = {}
+    tile_slot = {tile: slot for slot, tile in enumerate(sorted(members))}
+    spans: dict[int, tuple[int, int, int, int]] = {}
     for slot, cid in enumerate(counter_slots(tile_of)):  # the slots chain decomposition gave the contracts
-        first, calls, puts = spans.get(tile_of[cid], (slot, 0, 0))
-        spans[tile_of[cid]] = (first, calls + 1, puts) if cid.endswith(":C") else (first, calls, puts + 1)
+        tile = tile_of[cid]
+        first, calls, puts, _ = spans.get(tile, (slot, 0, 0, tile_slot[tile]))
+        spans[tile] = (first, calls + 1, puts, tile_slot[tile]) if cid.endswith(":C") else (first, calls,
+                                                                                             puts + 1, tile_slot[tile])
     expiries, bucket_first, bucket_count = orjson.loads(meta[0]), int(meta[1]), int(meta[2])
     bucket_width = float(meta[3])
     axes = assemble_heatmap_view({}, expiries=expiries, bucket_first=bucket_first, bucket_count=bucket_count,
@@ -136,7 +140,7 @@ def read_layout(r: Redis, underlying: str, epoch: str) -> EpochLayout | None:
     layout = EpochLayout(expiries, bucket_first, bucket_count, bucket_width, tile_of, members, spans, cell_axes,
                          orjson.dumps(axes), {cid.encode(): tile for cid, tile in tile_of.items()},
                          all(len(cids) < MAX_SUMMED_MEMBERS for cids in members.values()), sorted(members),
-                         {tile: slot for slot, tile in enumerate(sorted(members))})  # fmt: skip
+                         tile_slot)  # fmt: skip
     _layouts[(underlying, epoch)] = layout
     return layout
 
@@ -353,11 +357,13 @@ def _recompute_once(r: Redis, underlying: str, epoch: str, layout: EpochLayout) 
     spot, model_version = (spot.decode() if spot else None), (model_version.decode() if model_version else None)
     if not taken:
         return _Recomputed(0, 0, 0, read_version, spot, model_version, bool(leftover))
-    raw_tile_of = layout.raw_tile_of
-    touched = sorted({raw_tile_of[cid] for cid in taken if cid in raw_tile_of})
+    found = set(map(layout.raw_tile_of.get, taken))
+    found.discard(None)
+    touched: list[int] = sorted(found)  # type: ignore[type-var]  (None discarded above)
     spans = layout.spans
     sums = None
-    starts, calls, puts = zip(*(spans[tile] for tile in touched), strict=True) if touched else ((), (), ())
+    table = np.array([spans[tile] for tile in touched], dtype=np.int64).reshape(-1, 4)
+    starts, calls, puts, slots = table.T  # (first record, calls, puts, tile slot) per touched tile
     if records is not None and layout.summable:
         sums = sum_counter_records(records, starts, calls, puts)
     board = _boards.get((underlying, epoch))
@@ -366,7 +372,7 @@ def _recompute_once(r: Redis, underlying: str, epoch: str, layout: EpochLayout) 
     board = board if board.version == read_version else None  # else: another run wrote (this one will conflict)
     if sums is not None:
         cells = counter_cells(touched, sums.tolist(), layout.cell_axes)
-        version, whole = _write_tiles(r, underlying, epoch, layout, touched, sums.astype("<i8").tobytes(),
+        version, whole = _write_tiles(r, underlying, epoch, layout, slots, sums.astype("<i8").tobytes(),
                                       read_version, board)  # fmt: skip
     else:
         log.info("heatmap %s %s: counter records %s — summing %d tiles from the contract hashes", underlying,
@@ -381,8 +387,8 @@ def _recompute_once(r: Redis, underlying: str, epoch: str, layout: EpochLayout) 
         board.update(cells, version, whole)
     else:
         _boards.pop((underlying, epoch), None)
-    return _Recomputed(len(taken), len(touched), sum(calls) + sum(puts) if touched else 0, version, spot,
-                       model_version, bool(leftover))  # fmt: skip
+    return _Recomputed(len(taken), len(touched), int(calls.sum() + puts.sum()), version, spot, model_version,
+                       bool(leftover))  # fmt: skip
 
 
 def project_counters(r: Redis, underlying: str, epoch: str, cids: Iterable[str] | None = None) -> tuple[int, int]:
@@ -413,16 +419,15 @@ def read_layout_or_raise(r: Redis, underlying: str, epoch: str) -> EpochLayout:
 MAX_RUNS = 64
 
 
-def _write_tiles(r: Redis, underlying: str, epoch: str, layout: EpochLayout, touched: list[int], records: bytes,
+def _write_tiles(r: Redis, underlying: str, epoch: str, layout: EpochLayout, slots: np.ndarray, records: bytes,
                  read_version: int, board: TileBoard | None) -> tuple[int, bytearray | None]:  # fmt: skip
-    """``write_tiles.lua``: the records of ``touched`` (in that order) at their slots, if the tiles version is
+    """``write_tiles.lua``: ``records`` (one per tile) at the tile ``slots`` (ascending), if the tiles version is
     still ``read_version`` — one SETRANGE per run of adjacent slots, or, for many runs, the whole tiles string
     from ``board``'s copy (current: its version is ``read_version``). Returns the new version and the whole
     tiles string as now stored when it was built (None otherwise)."""
     args: list[str | bytes] = [str(read_version), records]
     whole = None
-    if touched:
-        slots = np.fromiter((layout.tile_slot[tile] for tile in touched), dtype=np.int64, count=len(touched))
+    if len(slots):
         starts = np.flatnonzero(np.diff(slots, prepend=-2) != 1)  # where a run of adjacent slots begins
         size = len(layout.slot_tiles) * TILE_RECORD_BYTES
         if board is not None and len(board.records) == size:  # (a copy: the board keeps it only if written)
@@ -456,7 +461,8 @@ def _recompute_exactly(r: Redis, underlying: str, epoch: str, layout: EpochLayou
     recomputed = aggregate_tile_values(read_contract_values(r, underlying, epoch, members))
     written = {t: recomputed.get(t, EMPTY_TILE) for t in touched}
     records = pack_tiles(written[t] for t in touched)
-    version, whole = _write_tiles(r, underlying, epoch, layout, touched, records, read_version, board)
+    slots = np.array([layout.tile_slot[t] for t in touched], dtype=np.int64)
+    version, whole = _write_tiles(r, underlying, epoch, layout, slots, records, read_version, board)
     return version, whole, written
 
 

@@ -33,7 +33,7 @@ from fabric import exposure, keys, tiles
 from fabric.redis_client import redis_from_url
 from fabric.settings import Settings
 from tests.support.cluster import RedisCluster
-from tests.support.servers import ROOT, RedisServer, SimProcess
+from tests.support.servers import ROOT, RedisServer, SimProcess, stop_process
 
 COMMAND = "make bench  (python -m bench scale)"
 RATE_PER_UNDERLYING = 25_000  # option events/s the simulator generates per underlying (it sends the subscribed ones)
@@ -102,15 +102,10 @@ def measure(redis_url: str, redis_pids: list[int], underlyings: tuple[str, ...])
             "lag_p99_ms": status.get("lag_ms_p99"), "commit_p99_ms": status.get("commit_ms_p99"),
         }  # fmt: skip
     finally:
-        if ingest is not None:
-            ingest.terminate()
-            try:
-                ingest.wait(10)
-            except subprocess.TimeoutExpired:
-                ingest.kill()
+        stop_process(ingest)
         sim.stop()
-        for cache in (tiles._layouts, tiles._boards, tiles._published, exposure._cache):
-            cache.clear()
+        tiles.forget_all()
+        exposure._cache.clear()
         r.close()
         log.unlink(missing_ok=True)
 

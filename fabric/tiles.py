@@ -145,16 +145,27 @@ def read_layout(r: Redis, underlying: str, epoch: str) -> EpochLayout | None:
     return layout
 
 
+#: (underlying, epoch) whose tiles this worker checked for the text format of earlier versions
+_tiles_checked: dict[tuple[str, str], bool] = {}
+
+
+def _caches() -> tuple[dict, ...]:
+    """Everything this worker keeps per (underlying, epoch)."""
+    return _layouts, _boards, _published, _tiles_checked
+
+
 def forget_layouts(underlying: str, live: Iterable[str]) -> None:
     """Drop what this worker keeps of epochs that are no longer live: layouts, tile boards, publications."""
     keep = set(live)
-    for cache in (_layouts, _boards, _published, _tiles_checked):
+    for cache in _caches():
         for key in [k for k in cache if k[0] == underlying and k[1] not in keep]:
             del cache[key]
 
 
-#: (underlying, epoch) whose tiles this worker checked for the text format of earlier versions
-_tiles_checked: dict[tuple[str, str], bool] = {}
+def forget_all() -> None:
+    """Drop everything this worker keeps of every epoch (tests and benchmarks that start over)."""
+    for cache in _caches():
+        cache.clear()
 
 
 def convert_text_tiles(r: Redis, underlying: str, epoch: str) -> bool:
@@ -483,16 +494,9 @@ def _run_scripted(r: Redis, commands: list[tuple[Any, ...]], scripts: set[str]) 
 
 
 def _evalsha(r: Redis, name: str, call_keys: list[str], args: list[Any]) -> Any:
-    """EVALSHA packed by hiredis (a recompute passes up to a chain's worth of keys); loads on NOSCRIPT."""
-    for attempt in range(2):
-        (reply,) = execute_pipeline(r, [("EVALSHA", script_sha(name), len(call_keys), *call_keys, *args)])
-        if not isinstance(reply, hiredis.ReplyError):
-            return reply
-        if str(reply).startswith("NOSCRIPT") and not attempt:
-            r.script_load(script_source(name))
-            continue
-        raise ResponseError(str(reply))
-    raise AssertionError("unreachable")
+    """One EVALSHA packed by hiredis (a call may pass a chain's worth of keys); loads on NOSCRIPT."""
+    (reply,) = _run_scripted(r, [("EVALSHA", script_sha(name), len(call_keys), *call_keys, *args)], {name})
+    return reply
 
 
 def heatmap_view_json(board: TileBoard, layout: EpochLayout, underlying: str, epoch: str, *, spot: float | None,

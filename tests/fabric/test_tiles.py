@@ -27,10 +27,7 @@ STRIKES = [98, 99, 100, 100.5, 101, 103]
 
 def make_epoch(r: redis.Redis) -> tuple[str, list[str]]:
     r.flushdb()
-    tiles._layouts.clear()
-    tiles._boards.clear()
-    tiles._published.clear()
-    tiles._tiles_checked.clear()
+    tiles.forget_all()
     dec = decompose("SPY", chain_rows("SPY", EXPIRIES, STRIKES), bucket_width=1.0, am_settled_roots=())
     write_decomposition(r, dec, now_ms=NOW, retire_ttl_s=300)
     promote_epoch(r, "SPY", dec.epoch_id, required=(), max_warming_s=30, retire_ttl_s=300, now_ms=NOW)

@@ -34,7 +34,7 @@ import redis.asyncio as aioredis
 
 from bench.results import Result
 from fabric import keys
-from tests.support.servers import ROOT, RedisServer, free_port
+from tests.support.servers import ROOT, RedisServer, free_port, stop_process
 from tests.web.views import gex_view
 
 COMMAND = "make bench  (python -m bench sse_fanout)"
@@ -149,12 +149,7 @@ def _server(args: list[str], redis_url: str, port: int) -> Any:
         time.sleep(0.5)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 async def _publish(r: aioredis.Redis, body: bytes, version: int) -> None:

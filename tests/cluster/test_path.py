@@ -31,7 +31,7 @@ from fabric.redis_client import redis_from_settings
 from fabric.settings import Settings
 from fabric.tiles import forget_layouts, run_heatmap
 from tests.support.cluster import RedisCluster
-from tests.support.servers import ROOT, RedisServer, SimProcess
+from tests.support.servers import ROOT, RedisServer, SimProcess, stop_process
 from tests.support.waiting import wait_for
 from tests.web.conftest import SseStream, WebServer
 
@@ -133,12 +133,7 @@ def test_the_whole_path_on_a_redis_cluster(
         if stream is not None:
             stream.close()
         web.stop()
-        ingest.terminate()
-        try:
-            ingest.wait(10)
-        except subprocess.TimeoutExpired:
-            ingest.kill()
-            ingest.wait()
+        stop_process(ingest)
         r.close()
         log.unlink(missing_ok=True)
 

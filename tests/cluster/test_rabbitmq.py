@@ -26,7 +26,7 @@ from redis.cluster import RedisCluster as ClusterClient
 
 from fabric import keys
 from tests.support.cluster import RedisCluster
-from tests.support.servers import ROOT, SimProcess
+from tests.support.servers import ROOT, SimProcess, stop_process
 from tests.support.waiting import wait_for
 
 VHOST = "mmaker-test"
@@ -107,12 +107,7 @@ def rabbit_worker(
         assert worker.poll() is None, log.read_text(errors="replace")
         yield env, log
     finally:
-        worker.terminate()
-        try:
-            worker.wait(15)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_process(worker, 15)
         _purge(env)
         log.unlink(missing_ok=True)
 

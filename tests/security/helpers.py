@@ -12,7 +12,7 @@ import orjson
 import redis
 import requests
 
-from tests.support.servers import ROOT, free_port
+from tests.support.servers import ROOT, free_port, stop_process
 from tests.support.waiting import wait_for
 
 
@@ -39,13 +39,7 @@ class LoggedProcess:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 class Flower(LoggedProcess):

@@ -23,6 +23,18 @@ import redis
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def stop_process(proc: subprocess.Popen | None, timeout: float = 10) -> None:
+    """Stop ``proc`` if it still runs: SIGTERM, ``timeout`` seconds to exit, then SIGKILL (always reaped)."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
@@ -131,13 +143,7 @@ class RedisServer:
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL)."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 5)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def kill(self) -> None:
@@ -198,12 +204,6 @@ class SimProcess:
 
     def stop(self) -> None:
         """Stop the simulator."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 5)
         if self.proc and self.proc.stdout:
             self.proc.stdout.close()

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import hiredis
@@ -49,12 +50,12 @@ from models.heatmap import (
     aggregate_tile_values,
     assemble_heatmap_view,
     bucket_lower_strike,
-    counter_cells,
+    cell_prefix,
     counter_slots,
+    encode_cells,
     pack_tiles,
     sum_counter_records,
     tile_cell,
-    tile_cells,
     unpack_tiles,
 )
 
@@ -75,14 +76,18 @@ class EpochLayout:
     bucket_width: float
     tile_of: dict[str, int]
     members: dict[int, list[str]]
-    spans: dict[int, tuple[int, int, int, int]]  # tile -> (first slot, calls, puts, tile slot): its run of
-    # counter records and where its own record is in the tiles string
-    cell_axes: dict[int, tuple[str, float]]  # tile -> (expiry, lower-edge strike), for tiles with contracts
     axes_json: bytes
-    raw_tile_of: dict[bytes, int]  # tile_of keyed by the contract id's bytes (as the dirty set comes back)
     summable: bool  # every tile small enough to sum its records in int64 (else: always the exact path)
-    slot_tiles: list[int]  # the tiles that hold contracts, in tile order: tile slot -> tile (the tile records)
-    tile_slot: dict[int, int]  # tile -> its slot
+    # By tile slot — the rank of a tile among those holding contracts (tile order): its record in the tiles
+    # string, its part of the view. Arrays, so a run finds its tiles' record runs without a loop per tile.
+    slot_tiles: list[int]  # tile slot -> tile
+    tile_slot: dict[int, int]  # tile -> tile slot
+    raw_slot_of: dict[bytes, int]  # contract id's bytes (as the dirty set comes back) -> its tile's slot
+    first: np.ndarray  # tile slot -> its first counter record (its calls', then its puts')
+    calls: np.ndarray  # tile slot -> its calls
+    puts: np.ndarray  # tile slot -> its puts
+    prefixes: np.ndarray  # tile slot -> its cell's JSON start (models.heatmap.cell_prefix), an object array
+    visible: np.ndarray  # tile slot -> True if the tile is in the plane (else it is never shown)
 
     @property
     def tile_count(self) -> int:
@@ -120,27 +125,36 @@ def read_layout(r: Redis, underlying: str, epoch: str) -> EpochLayout | None:
     members: dict[int, list[str]] = {}
     for cid, tile in tile_of.items():
         members.setdefault(tile, []).append(cid)
-    tile_slot = {tile: slot for slot, tile in enumerate(sorted(members))}
-    spans: dict[int, tuple[int, int, int, int]] = {}
-    for slot, cid in enumerate(counter_slots(tile_of)):  # the slots chain decomposition gave the contracts
-        tile = tile_of[cid]
-        first, calls, puts, _ = spans.get(tile, (slot, 0, 0, tile_slot[tile]))
-        spans[tile] = (first, calls + 1, puts, tile_slot[tile]) if cid.endswith(":C") else (first, calls,
-                                                                                             puts + 1, tile_slot[tile])
+    slot_tiles = sorted(members)
+    tile_slot = {tile: slot for slot, tile in enumerate(slot_tiles)}
+    first = np.zeros(len(slot_tiles), dtype=np.int64)
+    calls = np.zeros(len(slot_tiles), dtype=np.int64)
+    puts = np.zeros(len(slot_tiles), dtype=np.int64)
+    seen = np.zeros(len(slot_tiles), dtype=bool)
+    for record, cid in enumerate(counter_slots(tile_of)):  # the slots chain decomposition gave the contracts
+        slot = tile_slot[tile_of[cid]]
+        if not seen[slot]:
+            seen[slot], first[slot] = True, record
+        if cid.endswith(":C"):
+            calls[slot] += 1
+        else:
+            puts[slot] += 1
     expiries, bucket_first, bucket_count = orjson.loads(meta[0]), int(meta[1]), int(meta[2])
     bucket_width = float(meta[3])
     axes = assemble_heatmap_view({}, expiries=expiries, bucket_first=bucket_first, bucket_count=bucket_count,
                                  bucket_width=bucket_width, spot=None)  # fmt: skip
     del axes["spot"], axes["tiles"]
-    cell_axes = {}
-    for tile in members:
+    prefixes = np.full(len(slot_tiles), b"", dtype=object)
+    visible = np.zeros(len(slot_tiles), dtype=bool)
+    for slot, tile in enumerate(slot_tiles):
         expiry_index, bucket = tile_cell(tile, bucket_first=bucket_first, bucket_count=bucket_count)
-        if expiry_index < len(expiries):
-            cell_axes[tile] = (expiries[expiry_index], bucket_lower_strike(bucket, bucket_width))
-    layout = EpochLayout(expiries, bucket_first, bucket_count, bucket_width, tile_of, members, spans, cell_axes,
-                         orjson.dumps(axes), {cid.encode(): tile for cid, tile in tile_of.items()},
-                         all(len(cids) < MAX_SUMMED_MEMBERS for cids in members.values()), sorted(members),
-                         tile_slot)  # fmt: skip
+        if tile >= 0 and expiry_index < len(expiries):
+            prefixes[slot] = cell_prefix(expiries[expiry_index], bucket_lower_strike(bucket, bucket_width))
+            visible[slot] = True
+    layout = EpochLayout(expiries, bucket_first, bucket_count, bucket_width, tile_of, members, orjson.dumps(axes),
+                         all(len(cids) < MAX_SUMMED_MEMBERS for cids in members.values()), slot_tiles, tile_slot,
+                         {cid.encode(): tile_slot[tile] for cid, tile in tile_of.items()}, first, calls, puts,
+                         prefixes, visible)  # fmt: skip
     _layouts[(underlying, epoch)] = layout
     return layout
 
@@ -206,7 +220,9 @@ def read_contract_values(r: Redis, underlying: str, epoch: str, cids: Iterable[s
 
 @dataclass
 class TileBoard:
-    """This worker's copy of an epoch's tile cells, trusted while the epoch's ``tiles_version`` matches.
+    """This worker's copy of an epoch's tiles, trusted while the epoch's ``tiles_version`` matches: the
+    tiles string as stored and, per tile slot, the tile's view cell as JSON without braces (``b""`` for an
+    empty one) — so a view is one join, and a run encodes only the tiles it recomputed.
 
     Every write of the tiles INCRs the version in the same script call, so a copy whose version is the
     stored one is exactly the stored tiles; any other writer (another worker after a failover) moves the
@@ -214,62 +230,38 @@ class TileBoard:
     """
 
     version: int
-    cells: dict[int, dict[str, Any] | None]
-    _order: list[int] = field(default_factory=list)  # the non-empty cells' tiles, in tile order
-    _parts: list[bytes] = field(default_factory=list)  # their encoded JSON without the braces, in that order
-    _position: dict[int, int] | None = None  # tile -> index in _order (None: the order must be rebuilt)
-    _stale: set[int] = field(default_factory=set)  # tiles updated since their part was encoded
-    records: bytearray = field(default_factory=bytearray)  # the stored tiles string (tile records by slot)
+    parts: list[bytes]  # tile slot -> its cell's JSON without the braces, b"" when empty
+    records: bytearray  # the stored tiles string (tile records by slot)
 
-    def update(self, cells: dict[int, dict[str, Any] | None], version: int, records: bytearray) -> None:
-        """Replace the recomputed cells (their JSON is re-encoded on the next view), take ``version`` and the
-        tiles string as stored with it."""
+    def update(self, slots: Iterable[int], parts: Iterable[bytes], version: int, records: bytearray) -> None:
+        """Replace the recomputed tiles' cells, take ``version`` and the tiles string as stored with it."""
+        own = self.parts
+        for slot, part in zip(slots, parts, strict=True):
+            own[slot] = part
         self.records = records
-        for index, cell in cells.items():
-            if self._position is not None and (cell is None) != (index not in self._position):
-                self._position = None  # a cell appeared or went: the order changes
-            self.cells[index] = cell
-        self._stale.update(cells)
         self.version = version
 
-    def tiles_json(self) -> bytes:
-        """The JSON array of the non-empty cells in tile order (only cells changed since the last call are
-        encoded; the others' bytes are reused)."""
-        cells, stale = self.cells, self._stale
-        if self._position is None:
-            kept = {i: part for i, part in zip(self._order, self._parts, strict=True) if i not in stale}
-            self._order = sorted(index for index, cell in cells.items() if cell is not None)
-            missing = [i for i in self._order if i not in kept]
-            kept.update(zip(missing, _encode_cells([cells[i] for i in missing]), strict=True))
-            self._parts = [kept[i] for i in self._order]
-            self._position = {index: i for i, index in enumerate(self._order)}
-        else:
-            parts, position = self._parts, self._position
-            changed = [(at, index) for index in stale if (at := position.get(index)) is not None]  # else: empty
-            for (at, _), part in zip(changed, _encode_cells([cells[i] for _, i in changed]), strict=True):
-                parts[at] = part
-        stale.clear()
-        return b"[{" + b"},{".join(self._parts) + b"}]" if self._parts else b"[]"
+    def copy(self) -> TileBoard:
+        """An independent copy (tests: another worker's view of the same tiles)."""
+        return TileBoard(self.version, list(self.parts), bytearray(self.records))
 
-
-def _encode_cells(cells: list[dict[str, Any] | None]) -> list[bytes]:
-    """Each cell's JSON object without its braces — encoded in one ``orjson.dumps`` call and split at the
-    ``},{`` between objects (a cell holds numbers and an ISO date, never braces): one call per cell costs
-    several times more."""
-    if not cells:
-        return []
-    parts = orjson.dumps(cells)[2:-2].split(b"},{")
-    if len(parts) != len(cells):  # cannot happen with cells as built here; be exact anyway
-        return [orjson.dumps(cell)[1:-1] for cell in cells]
-    return parts
+    def tiles_body(self) -> bytes:
+        """The non-empty cells in tile order, joined by ``},{`` (b"" when none): the tiles array less its
+        outer ``[{`` and ``}]``."""
+        return b"},{".join(filter(None, self.parts))
 
 
 _boards: dict[tuple[str, str], TileBoard] = {}
 
 
-def _axes(layout: EpochLayout) -> dict[str, Any]:
-    return {"expiries": layout.expiries, "bucket_first": layout.bucket_first, "bucket_count": layout.bucket_count,
-            "bucket_width": layout.bucket_width}  # fmt: skip
+def _cell_parts(layout: EpochLayout, counters: Sequence[Sequence[int]] | np.ndarray,
+                slots: np.ndarray | None = None) -> list[bytes]:  # fmt: skip
+    """The view cells (JSON without braces, b"" when empty) of tiles given by their seven counters, at
+    ``slots`` (every tile slot by default)."""
+    sums = np.asarray(counters, dtype=np.int64).reshape(-1, 7)
+    if slots is None:
+        return encode_cells(sums, layout.prefixes, layout.visible)
+    return encode_cells(sums, layout.prefixes[slots], layout.visible[slots])
 
 
 def load_board(r: Redis, underlying: str, epoch: str, layout: EpochLayout) -> TileBoard:
@@ -280,7 +272,8 @@ def load_board(r: Redis, underlying: str, epoch: str, layout: EpochLayout) -> Ti
         return board
     stored_version, tiles = read_tiles(r, underlying, epoch, layout)
     records = pack_tiles(tiles[tile] for tile in layout.slot_tiles)
-    board = TileBoard(stored_version, tile_cells(tiles, **_axes(layout)), records=bytearray(records))
+    board = TileBoard(stored_version, _cell_parts(layout, [tiles[tile].counters() for tile in layout.slot_tiles]),
+                      bytearray(records))  # fmt: skip
     _boards[(underlying, epoch)] = board
     return board
 
@@ -368,13 +361,10 @@ def _recompute_once(r: Redis, underlying: str, epoch: str, layout: EpochLayout) 
     spot, model_version = (spot.decode() if spot else None), (model_version.decode() if model_version else None)
     if not taken:
         return _Recomputed(0, 0, 0, read_version, spot, model_version, bool(leftover))
-    found = set(map(layout.raw_tile_of.get, taken))
-    found.discard(None)
-    touched: list[int] = sorted(found)  # type: ignore[type-var]  (None discarded above)
-    spans = layout.spans
+    slot_of = np.fromiter(map(layout.raw_slot_of.get, taken, repeat(-1)), dtype=np.int64, count=len(taken))
+    slots = np.unique(slot_of[slot_of >= 0])  # the touched tiles' slots, ascending (= tile order)
+    starts, calls, puts = layout.first[slots], layout.calls[slots], layout.puts[slots]
     sums = None
-    table = np.array([spans[tile] for tile in touched], dtype=np.int64).reshape(-1, 4)
-    starts, calls, puts, slots = table.T  # (first record, calls, puts, tile slot) per touched tile
     if records is not None and layout.summable:
         sums = sum_counter_records(records, starts, calls, puts)
     board = _boards.get((underlying, epoch))
@@ -382,23 +372,21 @@ def _recompute_once(r: Redis, underlying: str, epoch: str, layout: EpochLayout) 
         board = load_board(r, underlying, epoch, layout)
     board = board if board.version == read_version else None  # else: another run wrote (this one will conflict)
     if sums is not None:
-        cells = counter_cells(touched, sums.tolist(), layout.cell_axes)
-        version, whole = _write_tiles(r, underlying, epoch, layout, slots, sums.astype("<i8").tobytes(),
+        version, whole = _write_tiles(r, underlying, epoch, layout, slots, sums.astype("<i8", copy=False).tobytes(),
                                       read_version, board)  # fmt: skip
     else:
         log.info("heatmap %s %s: counter records %s — summing %d tiles from the contract hashes", underlying,
-                 epoch, "absent" if records is None else "not all readable", len(touched))  # fmt: skip
-        version, whole, written = _recompute_exactly(r, underlying, epoch, layout, touched, read_version, board)
+                 epoch, "absent" if records is None else "not all readable", len(slots))  # fmt: skip
+        version, whole, sums = _recompute_exactly(r, underlying, epoch, layout, slots, read_version, board)
         if records is None:  # an epoch created by a version without records: write them, once
             projected, marked = project_counters(r, underlying, epoch)
             log.warning("heatmap %s %s: wrote the counter records of %d contracts (%d unreadable)", underlying,
                         epoch, projected, marked)  # fmt: skip
-        cells = tile_cells(written, **_axes(layout))
     if board is not None and whole is not None:
-        board.update(cells, version, whole)
+        board.update(slots.tolist(), _cell_parts(layout, sums, slots), version, whole)
     else:
         _boards.pop((underlying, epoch), None)
-    return _Recomputed(len(taken), len(touched), int(calls.sum() + puts.sum()), version, spot, model_version,
+    return _Recomputed(len(taken), len(slots), int(calls.sum() + puts.sum()), version, spot, model_version,
                        bool(leftover))  # fmt: skip
 
 
@@ -446,7 +434,7 @@ def _write_tiles(r: Redis, underlying: str, epoch: str, layout: EpochLayout, slo
             written = np.frombuffer(records, dtype="<i8").reshape(-1, 7)
             np.frombuffer(whole, dtype="<i8").reshape(-1, 7)[slots] = written
         if whole is not None and len(starts) > MAX_RUNS:
-            args = [str(read_version), bytes(whole), "0", "0", str(size)]
+            args = [str(read_version), memoryview(whole), "0", "0", str(size)]
         else:
             lengths = np.diff(starts, append=len(slots))
             for first, count in zip(starts.tolist(), lengths.tolist(), strict=True):
@@ -464,17 +452,18 @@ def _write_tiles(r: Redis, underlying: str, epoch: str, layout: EpochLayout, slo
         raise
 
 
-def _recompute_exactly(r: Redis, underlying: str, epoch: str, layout: EpochLayout, touched: list[int],
+def _recompute_exactly(r: Redis, underlying: str, epoch: str, layout: EpochLayout, slots: np.ndarray,
                        read_version: int, board: TileBoard | None
-                       ) -> tuple[int, bytearray | None, dict[int, Tile]]:  # fmt: skip
-    """Steps 2–3 from the contract hashes with unbounded integers: read, sum here, ``write_tiles.lua``."""
+                       ) -> tuple[int, bytearray | None, np.ndarray]:  # fmt: skip
+    """Steps 2–3 from the contract hashes with unbounded integers: read, sum here, ``write_tiles.lua``.
+    Returns what :func:`_write_tiles` does and the written tiles' counters (int64: pack_tiles refuses more)."""
+    touched = [layout.slot_tiles[slot] for slot in slots.tolist()]
     members = [cid for tile in touched for cid in layout.members[tile]]
     recomputed = aggregate_tile_values(read_contract_values(r, underlying, epoch, members))
-    written = {t: recomputed.get(t, EMPTY_TILE) for t in touched}
-    records = pack_tiles(written[t] for t in touched)
-    slots = np.array([layout.tile_slot[t] for t in touched], dtype=np.int64)
+    written = [recomputed.get(tile, EMPTY_TILE) for tile in touched]
+    records = pack_tiles(written)
     version, whole = _write_tiles(r, underlying, epoch, layout, slots, records, read_version, board)
-    return version, whole, written
+    return version, whole, np.frombuffer(records, dtype="<i8").reshape(-1, 7)
 
 
 def _run_scripted(r: Redis, commands: list[tuple[Any, ...]], scripts: set[str]) -> list[Any]:
@@ -506,7 +495,9 @@ def heatmap_view_json(board: TileBoard, layout: EpochLayout, underlying: str, ep
     from cached parts: the layout's axes and each unchanged tile's encoded cell."""
     head = orjson.dumps({"model": "heatmap", "underlying": underlying.upper(), "epoch": epoch, "as_of_ms": now_ms,
                          "spot": spot})  # fmt: skip
-    return b"".join((head[:-1], b",", layout.axes_json[1:-1], b',"tiles":', board.tiles_json(), b"}"))
+    body = board.tiles_body()
+    return b"".join((head[:-1], b",", layout.axes_json[1:-1], b',"tiles":[{' if body else b',"tiles":[',
+                     body, b"}]}" if body else b"]}"))  # fmt: skip
 
 
 #: An unchanged view is not published again until this much view-clock time has passed: dashboards are not

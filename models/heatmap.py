@@ -24,6 +24,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
+import orjson
 
 MICRO_PER_USD = 1_000_000
 #: The live counters of a heatmap contract hash (absent = 0): premiums in integer micro-dollars.
@@ -243,23 +244,62 @@ def tile_cells(
     return cells
 
 
-def counter_cells(
-    tiles: Sequence[int], sums: Sequence[Sequence[int]], cell_axes: Mapping[int, tuple[str, float]]
-) -> dict[int, dict[str, Any] | None]:  # fmt: skip
-    """:func:`tile_cells` for tiles given as sums — per tile ``net_flow, buy, sell, volume, trades, call_flow,
-    put_flow`` (micro-dollars, as :func:`sum_counter_records` returns them) — with each tile's ``(expiry,
-    lower-edge strike)`` looked up in ``cell_axes``: the heatmap's per-run hot path."""
-    cells: dict[int, dict[str, Any] | None] = {}
-    for index, (flow, buy, sell, volume, trades, call, put) in zip(tiles, sums, strict=True):
-        if not (flow or buy or sell or volume or trades or call or put) or index not in cell_axes:
-            cells[index] = None
-            continue
-        expiry, bucket = cell_axes[index]
-        cells[index] = {"expiry": expiry, "bucket": bucket, "net_flow": flow / MICRO_PER_USD,
-                        "buy_premium": buy / MICRO_PER_USD, "sell_premium": sell / MICRO_PER_USD,
-                        "volume": volume, "trades": trades, "call_flow": call / MICRO_PER_USD,
-                        "put_flow": put / MICRO_PER_USD}  # fmt: skip
-    return cells
+def cell_prefix(expiry: str, bucket: float) -> bytes:
+    """The constant start of a cell's JSON (without the opening brace), up to its first counter's value:
+    ``"expiry":…,"bucket":…,"net_flow":`` — what :func:`encode_cells` puts the numbers after."""
+    return orjson.dumps({"expiry": expiry, "bucket": bucket})[1:-1] + b',"net_flow":'
+
+
+#: the keys :func:`encode_cells` puts between a cell's numbers (after net_flow), as the view orders them
+_CELL_KEYS = (b',"buy_premium":', b',"sell_premium":', b',"volume":', b',"trades":', b',"call_flow":',
+              b',"put_flow":')  # fmt: skip
+_DOLLARS = [0, 1, 2, 5, 6]  # the sums' columns in micro-dollars (the view shows $); 3, 4 are counts
+_CELL_SEPARATOR = b"},{"  # never inside a cell: numbers, an ISO date and keys hold no braces
+
+
+def encode_cells(sums: np.ndarray, prefixes: np.ndarray, visible: np.ndarray | None = None) -> list[bytes]:
+    """Each row's view cell as JSON without its braces — the bytes ``orjson.dumps`` gives for the cell
+    :func:`tile_cells` builds, braces stripped — or ``b""`` for an empty row (every counter zero) or one
+    not ``visible`` (a tile outside the plane; every row is by default). ``sums`` is an int64 array (rows ×
+    7: net flow, buy, sell, volume, trades, call flow, put flow, in micro-dollars, as
+    :func:`sum_counter_records` returns it), ``prefixes`` an object array of each row's :func:`cell_prefix`.
+
+    The heatmap's per-run hot path: no dict per cell — the numbers are formatted by two ``orjson`` calls on
+    numpy arrays (the same shortest round-trip text as for Python floats and ints) and interleaved with the
+    keys by slice assignment. Rows with a value of 2^53 micro-dollars or more (where int64 → float64 would
+    round before the division) are encoded from Python integers, exactly as :meth:`Tile.to_view` does.
+    """
+    count = len(prefixes)
+    if sums.shape != (count, 7) or (visible is not None and visible.shape != (count,)):
+        raise ValueError(f"sums of shape {sums.shape} for {count} prefixes")
+    shown = sums.any(axis=1) if visible is None else sums.any(axis=1) & visible
+    big = ((sums >= EXACT_LIMIT) | (sums <= -EXACT_LIMIT)).any(axis=1) & shown
+    rows = np.flatnonzero(shown & ~big)
+    encoded: list[bytes] = []
+    if len(rows):
+        chosen = sums[rows]
+        dollars = orjson.dumps(np.ascontiguousarray(chosen[:, _DOLLARS] / MICRO_PER_USD),
+                               option=orjson.OPT_SERIALIZE_NUMPY)  # fmt: skip
+        counts = orjson.dumps(np.ascontiguousarray(chosen[:, 3:5]), option=orjson.OPT_SERIALIZE_NUMPY)
+        floats = dollars[2:-2].replace(b"],[", b",").split(b",")
+        ints = counts[2:-2].replace(b"],[", b",").split(b",")
+        n = len(rows)
+        pieces: list[bytes] = [_CELL_SEPARATOR] * (15 * n)
+        pieces[0::15] = prefixes[rows].tolist()
+        pieces[1::15], pieces[3::15], pieces[5::15] = floats[0::5], floats[1::5], floats[2::5]
+        pieces[7::15], pieces[9::15] = ints[0::2], ints[1::2]
+        pieces[11::15], pieces[13::15] = floats[3::5], floats[4::5]
+        for at, key in zip((2, 4, 6, 8, 10, 12), _CELL_KEYS, strict=True):
+            pieces[at::15] = [key] * n
+        encoded = b"".join(pieces[:-1]).split(_CELL_SEPARATOR)
+        if n == count:
+            return encoded
+    parts = np.full(count, b"", dtype=object)
+    if len(rows):
+        parts[rows] = encoded
+    for row in np.flatnonzero(big).tolist():
+        parts[row] = prefixes[row][:-len(b'"net_flow":')] + orjson.dumps(Tile(*sums[row].tolist()).to_view())[1:-1]
+    return parts.tolist()
 
 
 def assemble_heatmap_view(

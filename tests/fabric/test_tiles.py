@@ -106,7 +106,7 @@ def check_random_operations(r: redis.Redis, ops: list[tuple]) -> None:
         elif op[0] == "killed_after_take":
             tiles.take_dirty(r, "SPY", epoch)  # the worker dies here: nothing written, nothing finished
         elif op[0] == "foreign_run":  # another worker (after a failover) runs: this worker's copy goes stale
-            mine = {key: tiles.TileBoard(b.version, dict(b.cells)) for key, b in tiles._boards.items()}
+            mine = {key: board.copy() for key, board in tiles._boards.items()}
             tiles._boards.clear()
             tiles.run_heatmap(r, "SPY")
             tiles._boards.clear()

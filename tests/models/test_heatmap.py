@@ -2,6 +2,8 @@ import itertools
 import math
 import struct
 
+import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,8 +17,10 @@ from models.heatmap import (
     aggregate_tiles,
     apply_trade,
     build_heatmap_view,
+    cell_prefix,
     classify_trade,
     counter_slots,
+    encode_cells,
     merge_tiles,
     pack_tiles,
     sum_counter_records,
@@ -261,3 +265,29 @@ def test_an_unreadable_or_missing_record_sends_the_tiles_to_the_hashes() -> None
     assert sum_counter_records(good + struct.pack(RECORD_FORMAT, -(2**53), 0, 0, 1, 1), [0], [1], [1]) is None
     assert sum_counter_records(good, [0], [1], [1]) is None  # too short for the tile
     assert sum_counter_records(good, [], [], []).shape == (0, 7)
+
+
+tile_value = st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(-(10**12), 10**12), st.just(0),
+                       st.sampled_from([2**53 - 1, 2**53, -(2**53), 2**53 + 1, 1, -1, 10**6, 15, 999_999]))
+cell_row = st.tuples(st.lists(tile_value, min_size=7, max_size=7), st.booleans(),
+                     st.sampled_from(["2026-12-18", "2027-01-15"]),
+                     st.sampled_from([5800.0, 5.5, 0.001, 123456.0, 0.0]))  # fmt: skip
+
+
+@given(rows=st.lists(cell_row, max_size=40))
+def test_encoded_cells_are_the_bytes_orjson_gives_for_the_cells(rows: list) -> None:
+    """The vectorised encoder is byte-for-byte ``orjson.dumps`` of the cell :func:`build_heatmap_view` would
+    hold (braces stripped), for any counters — beyond 2^53 (encoded from Python ints), empty rows and rows
+    outside the plane (b"")."""
+    sums = np.array([counters for counters, *_ in rows], dtype=np.int64).reshape(-1, 7)
+    prefixes = np.array([cell_prefix(expiry, bucket) for _, _, expiry, bucket in rows] + [None], dtype=object)[:-1]
+    visible = np.array([shown for _, shown, *_ in rows], dtype=bool)
+    encoded = encode_cells(sums, prefixes, visible)
+    assert encode_cells(sums, prefixes) == [
+        orjson.dumps({"expiry": e, "bucket": b, **Tile(*c).to_view()})[1:-1] if any(c) else b""
+        for c, _, e, b in rows
+    ]
+    assert encoded == [
+        orjson.dumps({"expiry": e, "bucket": b, **Tile(*c).to_view()})[1:-1] if shown and any(c) else b""
+        for c, shown, e, b in rows
+    ]

@@ -63,7 +63,9 @@ class Universe:
 class EpochCall:
     """The arguments of one ``ingest_batch.lua`` call for one epoch of one underlying.
 
-    ``cids[i]`` is a contract and ``events[i]`` its events, flat, in the layout the module docstring gives.
+    ``cids[i]`` is a contract and ``events[i]`` its events, flat, in the layout the module docstring gives;
+    ``quoted[j]`` is a contract whose only event is one quote (the batch builder puts it there) and
+    ``quotes[6j … 6j + 5]`` that quote as the text to store (bid, ask, bid_size, ask_size, ts_ms, q).
     """
 
     underlying: str
@@ -71,6 +73,8 @@ class EpochCall:
     cids: list[str] = field(default_factory=list)
     events: list[list[Any]] = field(default_factory=list)
     slot: dict[str, int] = field(default_factory=dict)
+    quoted: list[str] = field(default_factory=list)
+    quotes: list[str] = field(default_factory=list)
 
     def add(self, cid: str, kind: str, *values: Any) -> None:
         """Append one event of ``cid``: ``"Q", bid, ask, bid_size, ask_size, ts_ms, q`` or
@@ -83,8 +87,9 @@ class EpochCall:
         self.events[i] += (QUOTE if kind == "Q" else TRADE, *values)
 
     def unpacked(self) -> list[tuple[str, str, tuple[Any, ...]]]:
-        """Every event as ``(kind "Q"/"T", cid, values)``, contract by contract (for tests and logs)."""
-        out = []
+        """Every event as ``(kind "Q"/"T", cid, values)``, contract by contract (for tests and logs): the
+        single-quote contracts first."""
+        out = [("Q", cid, tuple(self.quotes[6 * j : 6 * j + 6])) for j, cid in enumerate(self.quoted)]
         for cid, flat in zip(self.cids, self.events, strict=True):
             p = 0
             while p < len(flat):
@@ -93,18 +98,45 @@ class EpochCall:
                 p += width
         return out
 
+    def _sections(self) -> tuple[list[int], list[int]]:
+        """The positions in ``events`` of the contracts whose only event is one quote (added by :meth:`add`;
+        the batch builder puts them in ``quoted``), and of the others."""
+        single, other = [], []
+        for i, flat in enumerate(self.events):
+            (single if len(flat) == QUOTE_VALUES and flat[0] == QUOTE else other).append(i)
+        return single, other
+
     def keys(self) -> list[str]:
-        """KEYS of the call: the dirty set, the counter records, then heatmap and GEX hash of every contract."""
+        """KEYS of the call: the dirty set, the counter records, the heatmap hash of every contract whose
+        only event is one quote, then heatmap and GEX hash of every other contract."""
         u, e = self.underlying, self.epoch
         hm, gx = keys.contract_prefix(u, e, "heatmap"), keys.contract_prefix(u, e, "gex")
-        out = [keys.dirty_contracts(u, e), keys.heatmap_counters(u, e)]
-        for cid in self.cids:
-            out += (hm + cid, gx + cid)
+        single, other = self._sections()
+        cids = self.cids
+        out = [keys.dirty_contracts(u, e), keys.heatmap_counters(u, e), *(hm + cid for cid in self.quoted),
+               *(hm + cids[i] for i in single)]
+        for i in other:
+            out += (hm + cids[i], gx + cids[i])
         return out
 
     def args(self, max_quote_age_ms: int) -> list[str | int | bytes]:
-        """ARGV of the call: the quote age limit, the contract ids, then every event as one JSON array."""
-        return [max_quote_age_ms, *self.cids, orjson.dumps(self.events)]
+        """ARGV of the call: the quote age limit, the number of single-quote contracts and their quotes as
+        the text to store (six values each), the other contracts' ids, then their events as one JSON array."""
+        single, other = self._sections()
+        events = self.events
+        out: list[str | int | bytes] = [max_quote_age_ms, len(self.quoted) + len(single), *self.quotes]
+        for i in single:
+            _, bid, ask, bid_size, ask_size, ts, q = events[i]
+            out += (_text(bid), _text(ask), str(bid_size), str(ask_size), str(ts), str(q))
+        out += (self.cids[i] for i in other)
+        out.append(orjson.dumps([events[i] for i in other]))
+        return out
+
+
+def _text(price: Any) -> str:
+    """A price as the script stores it: decimal text as given, a number as the text ``repr`` gives its
+    float (what the script does with a number: the shortest text that reads back as it)."""
+    return price if isinstance(price, str) else repr(float(price))
 
 
 # The per-ticker record a SequenceFilter keeps (a list: indexing is the cheapest access in the hot loop).
@@ -159,7 +191,7 @@ class Batch:
 
     def script_calls(self, max_quote_age_ms: int) -> ScriptCalls:
         """``(KEYS, ARGV)`` of every ``ingest_batch.lua`` call of the batch (one per epoch with events)."""
-        return [(call.keys(), call.args(max_quote_age_ms)) for call in self.calls if call.cids]
+        return [(call.keys(), call.args(max_quote_age_ms)) for call in self.calls if call.cids or call.quoted]
 
 
 class BatchBuilder:
@@ -302,9 +334,6 @@ class BatchBuilder:
                 if quote is None and t >= 0:
                     _, bid, ask, bid_size, ask_size, ts, q = flat[t : t + 7]
                     flat[t + 1 : t + 7] = repr(bid), repr(ask), str(bid_size), str(ask_size), str(ts), str(q)
-            if quote is not None:
-                _, bid, ask, bid_size, ask_size, ts, q = quote
-                flat += (QUOTE, repr(bid), repr(ask), str(bid_size), str(ask_size), str(ts), str(q))
             rec[_BATCH] = rec[_FLAT] = rec[_PENDING] = None
             underlying, cid, epochs = contracts[rec[_SYM]]
             if last is None or epochs is not last[1] or underlying != last[0]:  # mostly the same as before
@@ -314,9 +343,22 @@ class BatchBuilder:
                     if call is None:
                         call = calls[(underlying, epoch)] = EpochCall(underlying, epoch)
                     last_calls.append(call)
-            for call in last_calls:
-                call.cids.append(cid)
-                call.events.append(flat)
+            if quote is None:
+                for call in last_calls:
+                    call.cids.append(cid)
+                    call.events.append(flat)
+                continue
+            _, bid, ask, bid_size, ask_size, ts, q = quote
+            if flat:  # after a trade
+                flat += (QUOTE, repr(bid), repr(ask), str(bid_size), str(ask_size), str(ts), str(q))
+                for call in last_calls:
+                    call.cids.append(cid)
+                    call.events.append(flat)
+            else:  # the contract's only event: the script's section of plain arguments
+                text = (repr(bid), repr(ask), str(bid_size), str(ask_size), str(ts), str(q))
+                for call in last_calls:
+                    call.quoted.append(cid)
+                    call.quotes += text
         self._touched = []
         self.sequence.trim()
 

@@ -16,9 +16,12 @@
 --
 -- Redis work per contract, not per event (each redis.call costs about as much as the whole Lua loop over a
 -- contract's events, so there are as few as possible, and the values written are the strings ingest sent):
---   quotes only: one HGET of quote_q (this script writes quote_q only into a hash with a multiplier, so a
---     hash holding one exists; a hash without one yet: one more HGET of multiplier decides), then one HSET
---     of the last applied quote (bid ask bid_size ask_size quote_ts_ms quote_q);
+--   a contract whose only event is one quote (about half the contracts of a batch: ingest conflates
+--     consecutive quotes) comes in a section of its own, as six plain arguments — no JSON to decode, one
+--     key: one HGET of quote_q (this script writes quote_q only into a hash with a multiplier, so a
+--     hash holding one exists; a hash without one yet: one more HGET of multiplier decides), then, if it is
+--     newer, one HSET of the quote (bid ask bid_size ask_size quote_ts_ms quote_q); other contracts with
+--     quotes only, the same: the last applied quote is written;
 --   with a trade: one HMGET (multiplier, sequence numbers, the stored quote, the counters, the slot), one HSET of
 --     the last applied quote, the last applied trade (last_price last_trade_ts_ms trade_q) and the counters
 --     flow_micro (signed), buy_micro, sell_micro, volume, trades (a counter no trade of the batch changed is
@@ -31,13 +34,17 @@
 --   dirty set: SADD of every contract with an applied trade, in slices of 4,000 (a dirty set created after
 --     the epoch was retired gets the contract hashes' remaining TTL).
 --
--- KEYS[1]        epoch:{U}:<E>:heatmap:dirty_contracts   SET
--- KEYS[2]        epoch:{U}:<E>:heatmap:counters          STRING  40-byte records (models.heatmap.RECORD_FORMAT)
--- KEYS[2i + 1]   epoch:{U}:<E>:heatmap:contract:<cid_i>  HASH  (i = 1 … n, the contracts of the batch)
--- KEYS[2i + 2]   epoch:{U}:<E>:gex:contract:<cid_i>      HASH
--- ARGV[1]        maximum quote age for classification, ms
--- ARGV[1 + i]    cid_i (i = 1 … n, in KEYS order)
--- ARGV[n + 2]    JSON array of n arrays: array i holds the events of cid_i in order, flat, each introduced by
+-- KEYS[1]             epoch:{U}:<E>:heatmap:dirty_contracts   SET
+-- KEYS[2]             epoch:{U}:<E>:heatmap:counters          STRING  40-byte records (models.heatmap.RECORD_FORMAT)
+-- KEYS[2 + j]         epoch:{U}:<E>:heatmap:contract:<qid_j>  HASH  (j = 1 … m, the contracts whose only event
+--                     is one quote)
+-- KEYS[2 + m + 2i - 1] epoch:{U}:<E>:heatmap:contract:<cid_i> HASH  (i = 1 … n, the other contracts)
+-- KEYS[2 + m + 2i]    epoch:{U}:<E>:gex:contract:<cid_i>      HASH
+-- ARGV[1]             maximum quote age for classification, ms
+-- ARGV[2]             m
+-- ARGV[2 + 6j - 5 … 2 + 6j]  qid_j's quote, as the text to store: bid, ask, bid_size, ask_size, ts_ms, q
+-- ARGV[2 + 6m + i]    cid_i (i = 1 … n, in KEYS order)
+-- ARGV[3 + 6m + n]    JSON array of n arrays: array i holds the events of cid_i in order, flat, each introduced by
 --                its kind:  0, bid, ask, bid_size, ask_size, ts_ms, q     a quote (7 values)
 --                           1, price, size, ts_ms, q                      a trade (5 values)
 --                each value a JSON number or a string of decimal text (prices: Python's repr of the float).
@@ -49,8 +56,9 @@
 --                 never a script error: one corrupt hash must not stop the feed)
 
 local max_age = tonumber(ARGV[1])
-local n = (#KEYS - 2) / 2
-local batch = cjson.decode(ARGV[n + 2])
+local m = tonumber(ARGV[2])
+local n = (#KEYS - 2 - m) / 2
+local batch = n > 0 and cjson.decode(ARGV[3 + 6 * m + n]) or {}
 local LIMIT = 9007199254740992 -- 2^53: integers below it are exact in a Lua number
 local floor, format, call, tonumber, match = math.floor, string.format, redis.call, tonumber, string.match
 local pack, RECORD, UNREADABLE = struct.pack, '<i8i8i8i8i8', struct.pack('<i8i8i8i8i8', 0, 0, 0, 0, -1)
@@ -115,7 +123,25 @@ local function classify(bid, ask, quote_ts, price, ts)
 end
 
 local quotes, trades, stale, missing, buys, sells, bad = 0, 0, 0, 0, 0, 0, 0
-local K, cids = KEYS, ARGV
+local K, V = KEYS, ARGV
+
+-- the contracts whose only event is one quote
+for j = 1, m do
+  local key, v = K[2 + j], 2 + 6 * j -- the quote: V[v - 5 … v]
+  local stored = call('HGET', key, 'quote_q')
+  if stored == false and call('HGET', key, 'multiplier') == false then
+    missing = missing + 1
+  elseif tonumber(V[v]) <= (tonumber(stored or '0') or 0) then
+    stale = stale + 1
+  else
+    call('HSET', key, 'bid', V[v - 5], 'ask', V[v - 4], 'bid_size', V[v - 3], 'ask_size', V[v - 2], 'quote_ts_ms',
+      V[v - 1], 'quote_q', V[v])
+    quotes = quotes + 1
+  end
+end
+
+-- the other contracts: K[base + 2i - 1], K[base + 2i] and V[args + i] are those of contract i
+local base, args = 2 + m, 2 + 6 * m
 local dirty, ndirty = {}, 0
 local COUNTERS = { 'flow_micro', 'buy_micro', 'sell_micro', 'volume', 'trades' }
 local fields, delta, total = {}, {}, {} -- reused for every contract (HSET takes fields[1 … nf])
@@ -139,7 +165,7 @@ end
 for i = 1, n do
   local A = batch[i]
   local last = #A
-  local key = K[2 * i + 1]
+  local key = K[base + 2 * i - 1]
   local e = 1
   while e <= last and A[e] == 0 do -- quotes only (the common case): the loop runs to the end
     e = e + 7
@@ -256,9 +282,9 @@ for i = 1, n do
           call('SETRANGE', KEYS[2], slot * 40,
             exact and pack(RECORD, total[1], total[2], total[3], total[4], total[5]) or UNREADABLE)
         end
-        call('HINCRBY', K[2 * i + 2], 'volume', format('%d', volume))
+        call('HINCRBY', K[base + 2 * i], 'volume', format('%d', volume))
         ndirty = ndirty + 1
-        dirty[ndirty] = cids[1 + i]
+        dirty[ndirty] = V[args + i]
         trades, buys, sells = trades + count, buys + nbuy, sells + nsell
       end
       if nf > 0 then

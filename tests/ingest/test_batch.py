@@ -1,3 +1,5 @@
+import orjson
+
 from ingest.batch import SequenceFilter, Universe, build_batch
 from ingest.decode import Quote, SpotTick, Trade
 
@@ -37,7 +39,22 @@ def test_events_go_to_every_live_epoch_holding_the_contract() -> None:
     e1 = next(c for c in batch.calls if c.epoch == "e1")
     assert e1.keys()[:2] == ["epoch:{SPY}:e1:heatmap:dirty_contracts", "epoch:{SPY}:e1:heatmap:counters"]
     assert e1.keys()[2:4] == [f"epoch:{{SPY}}:e1:heatmap:contract:{CID_A}", f"epoch:{{SPY}}:e1:gex:contract:{CID_A}"]
-    assert e1.args(120_000)[:3] == [120_000, CID_A, CID_B]
+    assert e1.args(120_000)[:4] == [120_000, 0, CID_A, CID_B]  # no contract with a single quote
+
+
+def test_a_contract_whose_only_event_is_one_quote_travels_as_plain_text() -> None:
+    """Such contracts (about half of a busy batch) get one key and six arguments — the quote as the text the
+    script stores — and no JSON; the others follow with both hashes and their events as JSON."""
+    batch = build_batch([q(A, 1, 1.25, 1.5), q(A, 2, 1.0, 2.0), t(B, 3), q(B, 4)], [], UNIVERSE, SequenceFilter())
+    e1 = next(c for c in batch.calls if c.epoch == "e1")
+    assert e1.keys() == ["epoch:{SPY}:e1:heatmap:dirty_contracts", "epoch:{SPY}:e1:heatmap:counters",
+                         f"epoch:{{SPY}}:e1:heatmap:contract:{CID_A}", f"epoch:{{SPY}}:e1:heatmap:contract:{CID_B}",
+                         f"epoch:{{SPY}}:e1:gex:contract:{CID_B}"]  # fmt: skip
+    args = e1.args(60_000)
+    assert args[:9] == [60_000, 1, "1.0", "2.0", "10", "10", "1002", "2", CID_B]
+    (b_events,) = orjson.loads(args[9])
+    assert (b_events[0], b_events[5], len(b_events)) == (1, 0, 12)  # B: its trade, then its quote
+    assert len(args) == 10
 
 
 def test_unknown_and_bad_symbols_are_counted_and_dropped() -> None:
@@ -89,5 +106,5 @@ def test_the_frame_fast_path_counts_exactly_what_decode_frame_counts() -> None:
     assert batch.rejects == decoded.rejects
     assert batch.events_in == len(decoded.quotes_and_trades) == 4
     e1 = next(call for call in batch.calls if call.epoch == "e1")
-    assert kinds(e1) == [("T", CID_A, 7), ("T", CID_A, 8), ("Q", CID_B, 9)]
-    assert e1.unpacked()[1][2][0] == "2.0"  # an integer price becomes the float text repr gives
+    assert kinds(e1) == [("Q", CID_B, 9), ("T", CID_A, 7), ("T", CID_A, 8)]  # (single quotes first)
+    assert e1.unpacked()[2][2][0] == "2.0"  # an integer price becomes the float text repr gives

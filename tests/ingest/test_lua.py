@@ -326,3 +326,34 @@ def test_a_counter_the_trade_leaves_as_odd_text_marks_the_record_unreadable(r: r
     r.hset(HM, "sell_micro", "1000")
     run(r, [trade("1.10", size=1, q=2)])
     assert_record_is_the_hash(r)
+
+
+def test_single_quote_contracts_and_the_others_in_one_call_each_get_their_own_events(r: redis.Redis) -> None:
+    """Several contracts whose only event is one quote (their section of plain arguments) beside several with
+    trades (the JSON section), in one call: every hash gets exactly its own quote or trades, a stale or
+    missing single quote is counted, and only the traded contracts are marked dirty."""
+    cids = [f"O:SPY:2025-12-19:{650 + 5 * i}:C" for i in range(5)]
+    for slot, cid in enumerate(cids[:4]):  # the fifth has no hash
+        r.hset(keys.contract(U, E, "heatmap", cid), mapping={"multiplier": 100, "slot": slot, "quote_q": 5})
+        r.hset(keys.contract(U, E, "gex", cid), mapping={"volume": 0})
+    r.set(RECORDS, bytes(4 * RECORD_BYTES))
+    events = [
+        quote("1.00", "1.10", q=7, cid=cids[0]),  # single quote: applied
+        trade("2.00", size=3, q=8, cid=cids[1]), quote("1.90", "2.00", q=9, cid=cids[1]),
+        quote("3.00", "3.10", q=4, cid=cids[2]),  # single quote, older than the stored quote_q 5: stale
+        trade("4.00", size=2, q=11, cid=cids[3]),
+        quote("5.00", "5.10", q=12, cid=cids[4]),  # single quote, no hash: missing
+    ]  # fmt: skip
+    assert run(r, events) == [2, 2, 1, 1, 0, 0]
+
+    def stored(i: int, *fields: str) -> list:
+        return r.hmget(keys.contract(U, E, "heatmap", cids[i]), *fields)
+
+    assert stored(0, "bid", "ask", "bid_size", "ask_size", "quote_ts_ms", "quote_q", "trades") == [
+        "1.00", "1.10", "5", "6", str(NOW + 1), "7", None]  # fmt: skip
+    assert stored(1, "bid", "quote_q", "trades", "volume", "last_price") == ["1.90", "9", "1", "3", "2.00"]
+    assert stored(2, "bid", "quote_q") == [None, "5"]
+    assert stored(3, "bid", "trades", "volume", "last_price") == [None, "1", "2", "4.00"]
+    assert r.hget(keys.contract(U, E, "gex", cids[3]), "volume") == "2"
+    assert r.exists(keys.contract(U, E, "heatmap", cids[4])) == 0
+    assert r.smembers(keys.dirty_contracts(U, E)) == {cids[1], cids[3]}

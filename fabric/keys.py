@@ -171,6 +171,12 @@ def model_lock(model: Model, underlying: str) -> str:
     return f"mmaker:{model}:lock:{tag(underlying)}"
 
 
+def ingest_chain(underlying: str) -> str:
+    """STRING: the mark of the last ``ingest_batch.lua`` call applied for the underlying (see the script's
+    chain: a pipelined call is applied only after the one before it)."""
+    return f"massive:ingest:chain:{tag(underlying)}"
+
+
 def ingest_status() -> str:
     """HASH: the ingest process's own status (connected, subscriptions, events/s, lag, rejects)."""
     return "massive:ingest:status"

@@ -115,6 +115,7 @@ class Settings:
     ingest_quotes_per_connection: int = 1_000
     ingest_trades_wildcard: bool = False
     ingest_max_quote_age_ms: int = 120_000
+    ingest_pipeline_depth: int = 2
     # models
     heatmap_interval_ms: int = 500
     gex_interval_ms: int = 3_000
@@ -229,6 +230,7 @@ class Settings:
             ingest_quotes_per_connection=int(get("MMAKER_INGEST_QUOTES_PER_CONNECTION", "1000")),
             ingest_trades_wildcard=get("MMAKER_INGEST_TRADES_WILDCARD", "0").lower() in ("1", "true", "yes"),
             ingest_max_quote_age_ms=int(get("MMAKER_INGEST_MAX_QUOTE_AGE_MS", "120000")),
+            ingest_pipeline_depth=max(1, int(get("MMAKER_INGEST_PIPELINE_DEPTH", "2"))),
             heatmap_interval_ms=min(1000, max(250, int(get("MMAKER_HEATMAP_INTERVAL_MS", "500")))),
             gex_interval_ms=min(5000, max(2000, int(get("MMAKER_GEX_INTERVAL_MS", "3000")))),
             risk_free_rate=float(get("MMAKER_RISK_FREE_RATE", "0.04")),

@@ -13,9 +13,13 @@ Tasks inside one asyncio loop (``python -m ingest``):
   frame, or as soon as no frame is waiting and the committer has nothing queued — so a quiet feed is
   committed at once, and under load the batch grows while Redis works on the previous one;
 - the **committer** task: writes the batches, in order, with one ``ingest_batch.lua`` call per epoch,
-  pipelined on one connection. Python builds batch N+1 while Redis applies batch N (a one-batch hand-off
-  queue between them). If Redis is lost mid-batch the same batch is retried until it lands: the scripts
-  drop anything already applied by sequence number, so nothing is lost or counted twice;
+  pipelined on one connection of its own. Python builds batch N+1 while Redis applies batch N (a one-batch
+  hand-off queue between them), and sends it as soon as it is built — before N's replies are back (up to
+  ``pipeline_depth`` batches on the wire), so Redis never waits for Python between batches. A call sent
+  while an earlier call of its underlying is unanswered names that call's mark (the script's *chain*): if
+  the earlier one failed, the later one is refused, never applied ahead of it. On any failure the
+  connection is dropped and every unanswered batch is retried, in order, one at a time, until it lands:
+  the scripts drop anything already applied by sequence number, so nothing is lost or counted twice;
 - the **status** task: ``massive:ingest:status`` every second and a one-line log summary every few.
 
 The frame queue is bounded in bytes as well as frames. Past ``queue_max_bytes`` the connections stop
@@ -29,23 +33,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import logging
+import secrets
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
+import hiredis
 import orjson
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio import RedisCluster as AsyncRedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from fabric import keys
 from fabric.contracts import contract_id_to_ticker, parse_contract_id
 from fabric.redis_client import pubsub_for
-from fabric.scripts import eval_many, script_source
+from fabric.scripts import eval_many, script_sha, script_source
 from fabric.settings import Settings
 from fabric.topology import NEW_YORK
-from ingest.batch import Batch, BatchBuilder, ScriptCalls, SequenceFilter, Universe
+from ingest.batch import EXPECT_ARG, MARK_ARG, Batch, BatchBuilder, ScriptCalls, SequenceFilter, Universe
 from ingest.connection import AuthFailed, FeedConnection
 from ingest.record import recorder_from_settings
 from ingest.subscriptions import plan_options, plan_spot, rank_for_quotes, spot_symbols
@@ -84,6 +92,7 @@ class IngestConfig:
     requote_s: float = 30.0
     status_every_s: float = 1.0
     summary_every_s: float = 5.0
+    pipeline_depth: int = 2
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestConfig:
@@ -96,6 +105,7 @@ class IngestConfig:
             quotes_per_connection=settings.ingest_quotes_per_connection,
             trades_wildcard=settings.ingest_trades_wildcard,
             max_quote_age_ms=settings.ingest_max_quote_age_ms,
+            pipeline_depth=settings.ingest_pipeline_depth,
         )
 
 
@@ -133,6 +143,21 @@ class Stats:
         return float(ordered[min(len(ordered) - 1, int(pct / 100 * len(ordered)))])
 
 
+@dataclass
+class _Sent:
+    """A batch on its way to Redis: its script calls (chain marks set), in order, and which have landed."""
+
+    batch: Batch
+    calls: ScriptCalls
+    recv_times: list[int]
+    chains: list[str]  # the chain key of each call
+    landed: list[bool] = field(default_factory=list)
+
+
+class _ChainRefused(RedisError):
+    """A chained call was refused: the call it named had not landed (or another writer moved the chain)."""
+
+
 class IngestService:
     """Everything ``python -m ingest`` runs; :meth:`run` returns only on a fatal error."""
 
@@ -149,6 +174,9 @@ class IngestService:
         self.room = asyncio.Event()  # set while the frame queue is below its byte budget
         self.room.set()
         self._commits: asyncio.Queue[tuple[Batch, ScriptCalls, list[int]]] = asyncio.Queue(1)
+        self._token = secrets.token_hex(4)  # this process's chain marks: <token>:<n>
+        self._marks = itertools.count(1)
+        self._unanswered: dict[str, str] = {}  # chain key -> the mark of its latest call sent, not yet answered
         self._universe_cache: dict[tuple[str, str], frozenset[str]] = {}
         self._accepted: set[tuple[str, str]] = set()
         self._universe_changed = asyncio.Event()
@@ -267,44 +295,159 @@ class IngestService:
         self.stats.counters["frames"] += 1
 
     async def _committer(self) -> None:
-        stats = self.stats
-        while True:
+        if self.config.pipeline_depth > 1 and not isinstance(self.redis, AsyncRedisCluster):
+            await self._pipelined_committer()
+            return
+        while True:  # one batch at a time (on a cluster the calls of a batch go to several nodes)
             _raise_if_cancelling()
             batch, calls, recv_times = await self._commits.get()
-            stats.rejects.update(batch.rejects)
-            stats.counters["events_in"] += batch.events_in
-            stats.counters["quotes_conflated"] += batch.quotes_conflated
+            self._take_in(batch)
             await self._commit(batch, calls)
-            _raise_if_cancelling()
-            now_ms = time.time_ns() // 1_000_000
-            stats.commit_ms.extend(now_ms - recv_ms for recv_ms in recv_times)
-            stats.committed(batch.events_in, time.monotonic())
-            self._commits.task_done()
+            self._finish(batch, recv_times)
+
+    def _take_in(self, batch: Batch) -> None:
+        stats = self.stats
+        stats.rejects.update(batch.rejects)
+        stats.counters["events_in"] += batch.events_in
+        stats.counters["quotes_conflated"] += batch.quotes_conflated
+
+    def _finish(self, batch: Batch, recv_times: list[int]) -> None:
+        _raise_if_cancelling()
+        now_ms = time.time_ns() // 1_000_000
+        self.stats.commit_ms.extend(now_ms - recv_ms for recv_ms in recv_times)
+        self.stats.committed(batch.events_in, time.monotonic())
+        self._commits.task_done()
+
+    async def _pipelined_committer(self) -> None:
+        """Send each batch as soon as it is built, up to ``pipeline_depth`` unanswered, on one connection;
+        read the replies in order. Any failure: drop the connection, retry the unanswered batches in order,
+        one at a time (:meth:`_commit`), then go on pipelining."""
+        depth = self.config.pipeline_depth
+        sent: deque[_Sent] = deque()
+        getter: asyncio.Task | None = None
+        reader: asyncio.Task | None = None
+        connection = None
+        try:
+            while True:
+                _raise_if_cancelling()
+                if getter is None and len(sent) < depth:
+                    getter = asyncio.create_task(self._commits.get())
+                if reader is None and sent:
+                    reader = asyncio.create_task(_read_replies(connection, len(sent[0].calls) +
+                                                               len(sent[0].batch.spots)))  # fmt: skip
+                waiting = {task for task in (getter, reader) if task is not None}
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                failure: BaseException | None = None
+                if reader is not None and reader in done:  # the oldest batch's replies: frees a place
+                    task, reader = reader, None
+                    try:
+                        self._count_replies(sent[0], task.result())
+                    except (RedisError, OSError) as exc:
+                        failure = exc
+                    else:
+                        landed = sent.popleft()
+                        self._finish(landed.batch, landed.recv_times)
+                if failure is None and getter is not None and getter in done:
+                    task, getter = getter, None
+                    batch, calls, recv_times = task.result()
+                    self._take_in(batch)
+                    item = self._chain(batch, calls, recv_times)
+                    sent.append(item)
+                    try:
+                        if connection is None:
+                            connection = await self.redis.connection_pool.get_connection()
+                        payload = self._payload(item)
+                        if payload:
+                            await connection.send_packed_command([payload], check_health=False)
+                    except (RedisError, OSError) as exc:
+                        failure = exc
+                if failure is not None:
+                    if reader is not None:
+                        reader.cancel()
+                        await asyncio.gather(reader, return_exceptions=True)
+                        reader = None
+                    if connection is not None:
+                        await _drop(self.redis, connection)
+                        connection = None
+                    await self._recover(sent, failure)
+        finally:
+            for task in (getter, reader):
+                if task is not None:
+                    task.cancel()
+            if connection is not None:
+                await _drop(self.redis, connection)
+
+    def _chain(self, batch: Batch, calls: ScriptCalls, recv_times: list[int]) -> _Sent:
+        """Give each call its mark and, if an earlier call of its underlying is unanswered, that call's mark
+        to check (the script's chain)."""
+        chains = []
+        for call_keys, args in calls:
+            chain = call_keys[2]
+            mark = f"{self._token}:{next(self._marks)}"
+            args[EXPECT_ARG], args[MARK_ARG] = self._unanswered.get(chain, ""), mark
+            self._unanswered[chain] = mark
+            chains.append(chain)
+        return _Sent(batch, calls, recv_times, chains, [False] * len(calls))
+
+    def _payload(self, item: _Sent) -> bytes:
+        """Every call of the batch, then its spot updates, packed for one write."""
+        pack = hiredis.pack_command
+        return b"".join(pack(("EVALSHA", script_sha(name), len(call_keys), *call_keys, *args))
+                        for name, calls in (("ingest_batch", item.calls), ("set_spot", _spot_calls(item.batch)))
+                        for call_keys, args in calls)  # fmt: skip
+
+    def _count_replies(self, item: _Sent, replies: list) -> None:
+        """Count the replies of a batch's calls; raise :class:`_ChainRefused` at a call the chain refused."""
+        for index, reply in enumerate(replies[: len(item.calls)]):
+            if reply[7] != 1:
+                self.stats.counters["chain_refused"] += 1
+                raise _ChainRefused(f"call {index + 1} of the batch was refused: the call before it had not landed")
+            self._count_reply(reply)
+            item.landed[index] = True
+            chain = item.chains[index]
+            if self._unanswered.get(chain) == item.calls[index][1][MARK_ARG]:
+                del self._unanswered[chain]
+
+    def _count_reply(self, reply: list) -> None:
+        quotes, trades, stale, missing, buys, sells, bad = reply[:7]
+        c = self.stats.counters
+        c["quotes_applied"] += quotes
+        c["trades_applied"] += trades
+        c["buys"] += buys
+        c["sells"] += sells
+        if stale:
+            self.stats.rejects["out_of_sequence"] += stale
+        if missing:
+            self.stats.rejects["missing_contract"] += missing
+        if bad:
+            c["bad_counters"] += bad
+            log.error("%d stored counters are not integers: left unchanged", bad)
+
+    async def _recover(self, sent: deque[_Sent], failure: BaseException) -> None:
+        """After a failure on the pipelined connection: every unanswered batch, in order, one at a time and
+        unchained (nothing else is in flight), through :meth:`_commit`'s retries."""
+        self.stats.counters["redis_errors"] += 1
+        log.warning("redis write failed (%s: %s); retrying %d unanswered batch(es) in order", type(failure).__name__,
+                    failure, len(sent))  # fmt: skip
+        self._unanswered.clear()
+        while sent:
+            item = sent[0]
+            pending = [call for call, landed in zip(item.calls, item.landed, strict=True) if not landed]
+            for _, args in pending:
+                args[EXPECT_ARG] = ""
+            await self._commit(item.batch, pending)
+            sent.popleft()
+            self._finish(item.batch, item.recv_times)
 
     async def _commit(self, batch: Batch, calls: ScriptCalls) -> None:
-        spot_calls = [
-            ([keys.spot(u)], [repr(tick.price), tick.ts_ms, "indices" if tick.sym.startswith("I:") else "stocks"])
-            for u, tick in batch.spots.items()
-        ]
+        spot_calls = _spot_calls(batch)
         delay, refused = 0.05, 0
         while True:
             _raise_if_cancelling()
             try:
                 if calls:
                     for reply in await eval_many(self.redis, "ingest_batch", calls):
-                        quotes, trades, stale, missing, buys, sells, bad = reply
-                        c = self.stats.counters
-                        c["quotes_applied"] += quotes
-                        c["trades_applied"] += trades
-                        c["buys"] += buys
-                        c["sells"] += sells
-                        if stale:
-                            self.stats.rejects["out_of_sequence"] += stale
-                        if missing:
-                            self.stats.rejects["missing_contract"] += missing
-                        if bad:
-                            c["bad_counters"] += bad
-                            log.error("%d stored counters are not integers: left unchanged", bad)
+                        self._count_reply(reply)
                 if spot_calls:
                     await eval_many(self.redis, "set_spot", spot_calls)
                 return
@@ -474,6 +617,25 @@ class IngestService:
                     status["commit_ms_p99"], status["queue_frames"], status["rejects"],
                 )  # fmt: skip
             await asyncio.sleep(self.config.status_every_s)
+
+
+def _spot_calls(batch: Batch) -> ScriptCalls:
+    """The ``set_spot.lua`` calls of a batch: the latest spot of each underlying it carries."""
+    return [([keys.spot(u)], [repr(tick.price), tick.ts_ms, "indices" if tick.sym.startswith("I:") else "stocks"])
+            for u, tick in batch.spots.items()]  # fmt: skip
+
+
+async def _read_replies(connection: object, count: int) -> list:
+    """The next ``count`` replies on ``connection`` (an error reply raises)."""
+    return [await connection.read_response() for _ in range(count)]  # type: ignore[attr-defined]
+
+
+async def _drop(client: AsyncRedis, connection: object) -> None:
+    """Disconnect ``connection`` (unread replies are discarded with it) and give it back to the pool."""
+    with contextlib.suppress(Exception):
+        await connection.disconnect()  # type: ignore[attr-defined]
+    with contextlib.suppress(Exception):
+        await client.connection_pool.release(connection)  # type: ignore[arg-type]
 
 
 def _raise_if_cancelling() -> None:

@@ -34,17 +34,28 @@
 --   dirty set: SADD of every contract with an applied trade, in slices of 4,000 (a dirty set created after
 --     the epoch was retired gets the contract hashes' remaining TTL).
 --
+-- The chain (pipelined ingest): ingest may send a call before the reply of its previous call of the same
+-- underlying has come back. Such a call names the mark the previous one left (ARGV[2]) and is applied only
+-- if that mark is the one stored: had the previous call failed (an error reply — it may have been refused
+-- whole, or stopped half-way), applying this one first would let its newer sequence numbers drop the
+-- failed call's events when ingest retries it. Refused, nothing is written and ingest retries both, in order.
+-- Every applied call leaves its own mark (ARGV[3]; none if empty). An empty ARGV[2]: no check (nothing of
+-- the underlying is in flight).
+--
 -- KEYS[1]             epoch:{U}:<E>:heatmap:dirty_contracts   SET
 -- KEYS[2]             epoch:{U}:<E>:heatmap:counters          STRING  40-byte records (models.heatmap.RECORD_FORMAT)
--- KEYS[2 + j]         epoch:{U}:<E>:heatmap:contract:<qid_j>  HASH  (j = 1 … m, the contracts whose only event
+-- KEYS[3]             massive:ingest:chain:{U}                STRING  the mark of the last applied call
+-- KEYS[3 + j]         epoch:{U}:<E>:heatmap:contract:<qid_j>  HASH  (j = 1 … m, the contracts whose only event
 --                     is one quote)
--- KEYS[2 + m + 2i - 1] epoch:{U}:<E>:heatmap:contract:<cid_i> HASH  (i = 1 … n, the other contracts)
--- KEYS[2 + m + 2i]    epoch:{U}:<E>:gex:contract:<cid_i>      HASH
+-- KEYS[3 + m + 2i - 1] epoch:{U}:<E>:heatmap:contract:<cid_i> HASH  (i = 1 … n, the other contracts)
+-- KEYS[3 + m + 2i]    epoch:{U}:<E>:gex:contract:<cid_i>      HASH
 -- ARGV[1]             maximum quote age for classification, ms
--- ARGV[2]             m
--- ARGV[2 + 6j - 5 … 2 + 6j]  qid_j's quote, as the text to store: bid, ask, bid_size, ask_size, ts_ms, q
--- ARGV[2 + 6m + i]    cid_i (i = 1 … n, in KEYS order)
--- ARGV[3 + 6m + n]    JSON array of n arrays: array i holds the events of cid_i in order, flat, each introduced by
+-- ARGV[2]             the mark the previous call left, or "" (no check)
+-- ARGV[3]             this call's mark
+-- ARGV[4]             m
+-- ARGV[4 + 6j - 5 … 4 + 6j]  qid_j's quote, as the text to store: bid, ask, bid_size, ask_size, ts_ms, q
+-- ARGV[4 + 6m + i]    cid_i (i = 1 … n, in KEYS order)
+-- ARGV[5 + 6m + n]    JSON array of n arrays: array i holds the events of cid_i in order, flat, each introduced by
 --                its kind:  0, bid, ask, bid_size, ask_size, ts_ms, q     a quote (7 values)
 --                           1, price, size, ts_ms, q                      a trade (5 values)
 --                each value a JSON number or a string of decimal text (prices: Python's repr of the float).
@@ -52,13 +63,17 @@
 --                contract — the ones stored — as strings, so Redis formats no number (a price given as a
 --                number is stored as the shortest text that reads back as it; counters as integer text).
 -- Returns        {quotes applied, trades applied, out-of-sequence dropped, missing contracts, buys, sells,
---                 bad counters}  (a stored counter that is not an integer is left as it is and counted,
---                 never a script error: one corrupt hash must not stop the feed)
+--                 bad counters, 1}  (a stored counter that is not an integer is left as it is and counted,
+--                 never a script error: one corrupt hash must not stop the feed), or {0, 0, 0, 0, 0, 0, 0, 0}
+--                 when the chain refused the call (nothing written)
 
+if ARGV[2] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[2] then
+  return { 0, 0, 0, 0, 0, 0, 0, 0 } -- the previous call did not land: nothing is applied before it
+end
 local max_age = tonumber(ARGV[1])
-local m = tonumber(ARGV[2])
-local n = (#KEYS - 2 - m) / 2
-local batch = n > 0 and cjson.decode(ARGV[3 + 6 * m + n]) or {}
+local m = tonumber(ARGV[4])
+local n = (#KEYS - 3 - m) / 2
+local batch = n > 0 and cjson.decode(ARGV[5 + 6 * m + n]) or {}
 local LIMIT = 9007199254740992 -- 2^53: integers below it are exact in a Lua number
 local floor, format, call, tonumber, match = math.floor, string.format, redis.call, tonumber, string.match
 local pack, RECORD, UNREADABLE = struct.pack, '<i8i8i8i8i8', struct.pack('<i8i8i8i8i8', 0, 0, 0, 0, -1)
@@ -127,7 +142,7 @@ local K, V = KEYS, ARGV
 
 -- the contracts whose only event is one quote
 for j = 1, m do
-  local key, v = K[2 + j], 2 + 6 * j -- the quote: V[v - 5 … v]
+  local key, v = K[3 + j], 4 + 6 * j -- the quote: V[v - 5 … v]
   local stored = call('HGET', key, 'quote_q')
   if stored == false and call('HGET', key, 'multiplier') == false then
     missing = missing + 1
@@ -141,7 +156,7 @@ for j = 1, m do
 end
 
 -- the other contracts: K[base + 2i - 1], K[base + 2i] and V[args + i] are those of contract i
-local base, args = 2 + m, 2 + 6 * m
+local base, args = 3 + m, 4 + 6 * m
 local dirty, ndirty = {}, 0
 local COUNTERS = { 'flow_micro', 'buy_micro', 'sell_micro', 'volume', 'trades' }
 local fields, delta, total = {}, {}, {} -- reused for every contract (HSET takes fields[1 … nf])
@@ -243,6 +258,8 @@ for i = 1, n do
         nf = 12
       end
       if trade_at then
+        -- the contract's first write: if it fails (the GEX hash is not a hash), nothing of it is written
+        call('HINCRBY', K[base + 2 * i], 'volume', format('%d', volume))
         local a = trade_at
         fields[nf + 1], fields[nf + 2] = 'last_price', text(A[a + 1])
         fields[nf + 3], fields[nf + 4] = 'last_trade_ts_ms', A[a + 3]
@@ -282,7 +299,6 @@ for i = 1, n do
           call('SETRANGE', KEYS[2], slot * 40,
             exact and pack(RECORD, total[1], total[2], total[3], total[4], total[5]) or UNREADABLE)
         end
-        call('HINCRBY', K[base + 2 * i], 'volume', format('%d', volume))
         ndirty = ndirty + 1
         dirty[ndirty] = V[args + i]
         trades, buys, sells = trades + count, buys + nbuy, sells + nsell
@@ -301,9 +317,12 @@ end
 -- A retired epoch's keys carry the retirement TTL; a dirty set created after retirement inherits it from the
 -- contract hashes, so no key can outlive its epoch.
 if ndirty > 0 and call('PTTL', KEYS[1]) == -1 then
-  local ttl = call('PTTL', KEYS[3])
+  local ttl = call('PTTL', K[base + 1]) -- (the first contract with a trade)
   if ttl > 0 then
     call('PEXPIRE', KEYS[1], ttl)
   end
 end
-return { quotes, trades, stale, missing, buys, sells, bad }
+if ARGV[3] ~= '' then
+  call('SET', KEYS[3], ARGV[3])
+end
+return { quotes, trades, stale, missing, buys, sells, bad, 1 }

@@ -37,9 +37,10 @@ def test_events_go_to_every_live_epoch_holding_the_contract() -> None:
     by_epoch = {call.epoch: kinds(call) for call in batch.calls}
     assert by_epoch == {"e1": [("T", CID_A, 1), ("T", CID_B, 2)], "e2": [("T", CID_B, 2)]}
     e1 = next(c for c in batch.calls if c.epoch == "e1")
-    assert e1.keys()[:2] == ["epoch:{SPY}:e1:heatmap:dirty_contracts", "epoch:{SPY}:e1:heatmap:counters"]
-    assert e1.keys()[2:4] == [f"epoch:{{SPY}}:e1:heatmap:contract:{CID_A}", f"epoch:{{SPY}}:e1:gex:contract:{CID_A}"]
-    assert e1.args(120_000)[:4] == [120_000, 0, CID_A, CID_B]  # no contract with a single quote
+    assert e1.keys()[:3] == ["epoch:{SPY}:e1:heatmap:dirty_contracts", "epoch:{SPY}:e1:heatmap:counters",
+                            "massive:ingest:chain:{SPY}"]
+    assert e1.keys()[3:5] == [f"epoch:{{SPY}}:e1:heatmap:contract:{CID_A}", f"epoch:{{SPY}}:e1:gex:contract:{CID_A}"]
+    assert e1.args(120_000)[:6] == [120_000, "", "", 0, CID_A, CID_B]  # no contract with a single quote
 
 
 def test_a_contract_whose_only_event_is_one_quote_travels_as_plain_text() -> None:
@@ -48,13 +49,13 @@ def test_a_contract_whose_only_event_is_one_quote_travels_as_plain_text() -> Non
     batch = build_batch([q(A, 1, 1.25, 1.5), q(A, 2, 1.0, 2.0), t(B, 3), q(B, 4)], [], UNIVERSE, SequenceFilter())
     e1 = next(c for c in batch.calls if c.epoch == "e1")
     assert e1.keys() == ["epoch:{SPY}:e1:heatmap:dirty_contracts", "epoch:{SPY}:e1:heatmap:counters",
-                         f"epoch:{{SPY}}:e1:heatmap:contract:{CID_A}", f"epoch:{{SPY}}:e1:heatmap:contract:{CID_B}",
-                         f"epoch:{{SPY}}:e1:gex:contract:{CID_B}"]  # fmt: skip
+                         "massive:ingest:chain:{SPY}", f"epoch:{{SPY}}:e1:heatmap:contract:{CID_A}",
+                         f"epoch:{{SPY}}:e1:heatmap:contract:{CID_B}", f"epoch:{{SPY}}:e1:gex:contract:{CID_B}"]  # fmt: skip
     args = e1.args(60_000)
-    assert args[:9] == [60_000, 1, "1.0", "2.0", "10", "10", "1002", "2", CID_B]
-    (b_events,) = orjson.loads(args[9])
+    assert args[:11] == [60_000, "", "", 1, "1.0", "2.0", "10", "10", "1002", "2", CID_B]
+    (b_events,) = orjson.loads(args[11])
     assert (b_events[0], b_events[5], len(b_events)) == (1, 0, 12)  # B: its trade, then its quote
-    assert len(args) == 10
+    assert len(args) == 12
 
 
 def test_unknown_and_bad_symbols_are_counted_and_dropped() -> None:

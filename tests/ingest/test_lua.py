@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from fabric import keys
 from fabric.scripts import script
-from ingest.batch import BatchBuilder, EpochCall, SequenceFilter, Universe
+from ingest.batch import EXPECT_ARG, MARK_ARG, BatchBuilder, EpochCall, SequenceFilter, Universe
 from models.heatmap import COUNTERS, RECORD_BYTES, RECORD_FORMAT, UNREADABLE, apply_trade
 
 U, E = "SPY", "e1"
@@ -267,7 +267,8 @@ def test_frames_through_the_batch_builder_store_exactly_what_they_carried(
     builder = BatchBuilder(universe, SequenceFilter())
     builder.add_frame(orjson.dumps(frame))
     ((call_keys, call_args),) = builder.build().script_calls(60_000)
-    quotes, trades, stale, missing, _, _, _ = script(r, "ingest_batch")(keys=call_keys, args=call_args)
+    quotes, trades, stale, missing, _, _, _, applied = script(r, "ingest_batch")(keys=call_keys, args=call_args)
+    assert applied == 1
     kept = sum(1 for i, e in enumerate(events) if e[0] == "Q" and (i + 1 == len(events) or events[i + 1][0] == "T"))
     assert (quotes, trades, stale, missing) == (kept, sum(e[0] == "T" for e in events), 0, 0)
     stored = r.hgetall(HM)
@@ -357,3 +358,57 @@ def test_single_quote_contracts_and_the_others_in_one_call_each_get_their_own_ev
     assert r.hget(keys.contract(U, E, "gex", cids[3]), "volume") == "2"
     assert r.exists(keys.contract(U, E, "heatmap", cids[4])) == 0
     assert r.smembers(keys.dirty_contracts(U, E)) == {cids[1], cids[3]}
+
+
+def chained(call: EpochCall, expect: str, mark: str) -> tuple[list[str], list]:
+    """(KEYS, ARGV) of ``call`` with the chain marks the pipelined committer sets."""
+    args = call.args(60_000)
+    args[EXPECT_ARG], args[MARK_ARG] = expect, mark
+    return call.keys(), args
+
+
+def one_trade(q: int, price: str = "1.10") -> EpochCall:
+    call = EpochCall(U, E)
+    call.add(CID, "T", price, 1, NOW + q, q)
+    return call
+
+
+def test_a_chained_call_is_applied_only_after_the_call_it_names(r: redis.Redis) -> None:
+    seed(r)
+    ingest = script(r, "ingest_batch")
+    call_keys, args = chained(one_trade(10), "", "t:1")  # nothing in flight: no check
+    assert ingest(keys=call_keys, args=args)[7] == 1
+    assert r.get(keys.ingest_chain(U)) == "t:1"
+    call_keys, args = chained(one_trade(11), "t:0", "t:2")  # names a mark that is not the last applied one
+    assert ingest(keys=call_keys, args=args) == [0] * 8
+    assert (r.hget(HM, "trades"), r.get(keys.ingest_chain(U))) == ("1", "t:1")  # nothing written
+    call_keys, args = chained(one_trade(11), "t:1", "t:2")
+    reply = ingest(keys=call_keys, args=args)
+    assert (reply[1], reply[7]) == (1, 1)
+    assert (r.hget(HM, "trades"), r.get(keys.ingest_chain(U))) == ("2", "t:2")
+
+
+def test_a_failed_call_and_the_one_pipelined_after_it_are_retried_in_order_and_lose_nothing(r: redis.Redis) -> None:
+    """Batch N fails inside the script (its GEX hash is not a hash) with batch N+1 already on the wire: the
+    chain refuses N+1, so retried in order both land. Unchained, N+1's newer sequence number would have made
+    N's retry drop N's trade as out of sequence."""
+    seed(r)
+    r.delete(GX)
+    r.set(GX, "corrupted")
+    first_keys, first_args = chained(one_trade(10, "1.10"), "", "t:1")
+    then_keys, then_args = chained(one_trade(11, "1.20"), "t:1", "t:2")
+    pipe = raw(r).pipeline(transaction=False)
+    pipe.evalsha(script(r, "ingest_batch").sha, len(first_keys), *first_keys, *first_args)
+    pipe.evalsha(script(r, "ingest_batch").sha, len(then_keys), *then_keys, *then_args)
+    failed, refused = pipe.execute(raise_on_error=False)
+    assert isinstance(failed, redis.ResponseError) and "WRONGTYPE" in str(failed)
+    assert refused == [0] * 8
+    assert r.hmget(HM, "trades", "trade_q", "volume") == [None, None, None]  # nothing of the failed call
+    r.delete(GX)
+    r.hset(GX, "volume", 10)  # repaired; the committer retries both, in order, unchained
+    ingest = script(r, "ingest_batch")
+    first_args[EXPECT_ARG] = then_args[EXPECT_ARG] = ""
+    assert ingest(keys=first_keys, args=first_args)[1] == 1
+    assert ingest(keys=then_keys, args=then_args)[1] == 1
+    assert r.hmget(HM, "trades", "trade_q", "volume", "last_price") == ["2", "11", "2", "1.20"]
+    assert r.hget(GX, "volume") == "12"

@@ -56,39 +56,66 @@ def script_sha(name: str) -> str:
 Calls = list[tuple[list[str], list[str | int | float]]]
 
 
-async def eval_many(client: AsyncRedis | AsyncRedisCluster, name: str, calls: Calls) -> list:
+def pack_calls(name: str, calls: Calls) -> bytes:
+    """``EVALSHA`` of script ``name`` for every ``(keys, args)`` of ``calls``, packed by hiredis for one write
+    (redis-py's generic packer walks each argument in Python)."""
+    sha, pack = script_sha(name), hiredis.pack_command
+    return b"".join(pack(("EVALSHA", sha, len(call_keys), *call_keys, *args)) for call_keys, args in calls)
+
+
+async def read_replies(connection: Connection, count: int) -> list:
+    """The next ``count`` replies on ``connection``; an error reply is returned as its ResponseError (it is
+    read whole, so the connection stays in step for the replies after it); a connection error raises."""
+    replies: list = []
+    for _ in range(count):
+        try:
+            replies.append(await connection.read_response())
+        except ResponseError as error:
+            replies.append(error)
+    return replies
+
+
+async def eval_many(client: AsyncRedis | AsyncRedisCluster, name: str, calls: Calls, *,
+                    errors_in_place: bool = False) -> list:  # fmt: skip
     """Run script ``name`` once per ``(keys, args)`` in ``calls``, pipelined on one connection.
 
     The hot path of ingest: every call is packed by hiredis (redis-py's generic packer walks each argument
-    in Python) and all are sent in one write, then the replies are read in order. On NOSCRIPT (a restarted
+    in Python) and all are sent in one write, then every reply is read, in order. On NOSCRIPT (a restarted
     or flushed Redis) the script is loaded and the whole list is sent again — callers' scripts must be
-    idempotent (ingest's are: sequence numbers drop anything already applied).
+    idempotent (ingest's are: sequence numbers drop anything already applied). Another error reply is
+    raised (the first one) — or, with ``errors_in_place``, returned in its call's place, so the caller
+    knows which calls landed.
 
     On a cluster the calls are grouped by the node owning their keys' slot and each group is pipelined on
     a connection of its node (the groups concurrently); replies come back in the order of ``calls``.
     """
     if isinstance(client, AsyncRedisCluster):
-        return await _eval_many_cluster(client, name, calls)
-    sha = script_sha(name)
+        replies = await _eval_many_cluster(client, name, calls)
+    else:
+        replies = await _eval_on_connection(client, name, calls)
+    if not errors_in_place:
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+    return replies
+
+
+async def _eval_on_connection(client: AsyncRedis, name: str, calls: Calls) -> list:
+    """:func:`eval_many` on one Redis: replies in order, error replies in place."""
     for attempt in range(2):
-        payload = b"".join(
-            hiredis.pack_command(("EVALSHA", sha, len(call_keys), *call_keys, *args)) for call_keys, args in calls
-        )
+        payload = pack_calls(name, calls)
         connection = await client.connection_pool.get_connection()
         try:
             await connection.send_packed_command([payload], check_health=False)
-            replies = [await connection.read_response() for _ in calls]
-        except NoScriptError:
-            await connection.disconnect()
-            if attempt:
-                raise
-            await client.script_load(script_source(name))
-            continue
+            replies = await read_replies(connection, len(calls))
         except BaseException:
             await connection.disconnect()
             raise
         finally:
             await client.connection_pool.release(connection)
+        if not attempt and any(isinstance(reply, NoScriptError) for reply in replies):
+            await client.script_load(script_source(name))
+            continue
         return replies
     raise AssertionError("unreachable")
 
@@ -101,14 +128,12 @@ async def _eval_many_cluster(client: AsyncRedisCluster, name: str, calls: Calls)
         if not call_keys:
             raise ValueError(f"script {name!r} called without keys: no slot, no node on a cluster")
         groups.setdefault(client.get_node_from_key(call_keys[0]), []).append(index)
-    try:
-        results = await asyncio.gather(
-            *(_eval_on_node(node, name, [calls[i] for i in indexes]) for node, indexes in groups.items())
-        )
-    except ResponseError as exc:
-        if isinstance(exc, MovedError | AskError) or str(exc).startswith(("MOVED ", "ASK ")):
-            await client.nodes_manager.initialize()  # a slot moved: the caller's retry goes to the new owner
-        raise
+    results = await asyncio.gather(
+        *(_eval_on_node(node, name, [calls[i] for i in indexes]) for node, indexes in groups.items())
+    )
+    if any(isinstance(reply, MovedError | AskError) or (isinstance(reply, ResponseError) and str(reply).startswith(
+            ("MOVED ", "ASK "))) for group in results for reply in group):  # fmt: skip
+        await client.nodes_manager.initialize()  # a slot moved: the caller's retry goes to the new owner
     replies: list = [None] * len(calls)
     for indexes, group_replies in zip(groups.values(), results, strict=True):
         for index, reply in zip(indexes, group_replies, strict=True):
@@ -117,11 +142,9 @@ async def _eval_many_cluster(client: AsyncRedisCluster, name: str, calls: Calls)
 
 
 async def _eval_on_node(node: ClusterNode, name: str, calls: Calls) -> list:
-    """Pipeline ``calls`` on one connection of a cluster node (the script is loaded there on NOSCRIPT)."""
-    sha = script_sha(name)
-    payload = b"".join(
-        hiredis.pack_command(("EVALSHA", sha, len(call_keys), *call_keys, *args)) for call_keys, args in calls
-    )
+    """Pipeline ``calls`` on one connection of a cluster node (the script is loaded there on NOSCRIPT);
+    error replies in place."""
+    payload = pack_calls(name, calls)
     for attempt in range(2):
         connection: Connection = node.acquire_connection()
         try:
@@ -129,11 +152,9 @@ async def _eval_on_node(node: ClusterNode, name: str, calls: Calls) -> list:
                 await connection.send_command("SCRIPT", "LOAD", script_source(name))
                 await connection.read_response()
             await connection.send_packed_command([payload], check_health=False)
-            return [await connection.read_response() for _ in calls]
-        except NoScriptError:
-            await connection.disconnect()
-            if attempt:
-                raise
+            replies = await read_replies(connection, len(calls))
+            if attempt or not any(isinstance(reply, NoScriptError) for reply in replies):
+                return replies
         except BaseException:
             await connection.disconnect()
             raise

@@ -41,16 +41,16 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import hiredis
 import orjson
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio import RedisCluster as AsyncRedisCluster
+from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError, ResponseError
 
 from fabric import keys
 from fabric.contracts import contract_id_to_ticker, parse_contract_id
 from fabric.redis_client import pubsub_for
-from fabric.scripts import eval_many, script_sha, script_source
+from fabric.scripts import eval_many, pack_calls, read_replies, script_source
 from fabric.settings import Settings
 from fabric.topology import NEW_YORK
 from ingest.batch import EXPECT_ARG, MARK_ARG, Batch, BatchBuilder, ScriptCalls, SequenceFilter, Universe
@@ -152,6 +152,12 @@ class _Sent:
     recv_times: list[int]
     chains: list[str]  # the chain key of each call
     landed: list[bool] = field(default_factory=list)
+    read: bool = False  # its replies were read (after a failure: those of the calls that landed are counted)
+
+    @property
+    def replies(self) -> int:
+        """The replies its write is answered with: one per call, one per spot update."""
+        return len(self.calls) + len(self.batch.spots)
 
 
 class _ChainRefused(RedisError):
@@ -320,31 +326,30 @@ class IngestService:
 
     async def _pipelined_committer(self) -> None:
         """Send each batch as soon as it is built, up to ``pipeline_depth`` unanswered, on one connection;
-        read the replies in order. Any failure: drop the connection, retry the unanswered batches in order,
-        one at a time (:meth:`_commit`), then go on pipelining."""
+        read the replies in order. A failure: see :meth:`_fail_over`; then go on pipelining."""
         depth = self.config.pipeline_depth
-        sent: deque[_Sent] = deque()
+        sent: deque[_Sent] = deque()  # written to the connection, replies not read yet, in order
         getter: asyncio.Task | None = None
         reader: asyncio.Task | None = None
-        connection = None
+        connection: Connection | None = None
         try:
             while True:
                 _raise_if_cancelling()
                 if getter is None and len(sent) < depth:
                     getter = asyncio.create_task(self._commits.get())
-                if reader is None and sent:
-                    reader = asyncio.create_task(_read_replies(connection, len(sent[0].calls) +
-                                                               len(sent[0].batch.spots)))  # fmt: skip
+                if reader is None and sent and connection is not None:
+                    reader = asyncio.create_task(read_replies(connection, sent[0].replies))
                 waiting = {task for task in (getter, reader) if task is not None}
                 done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 failure: BaseException | None = None
+                in_step = True  # the connection can still be read (a failure, if any, was a reply)
                 if reader is not None and reader in done:  # the oldest batch's replies: frees a place
                     task, reader = reader, None
                     try:
-                        self._count_replies(sent[0], task.result())
+                        failure = self._count_replies(sent[0], task.result())
                     except (RedisError, OSError) as exc:
-                        failure = exc
-                    else:
+                        failure, in_step = exc, False
+                    if failure is None:
                         landed = sent.popleft()
                         self._finish(landed.batch, landed.recv_times)
                 if failure is None and getter is not None and getter in done:
@@ -356,20 +361,17 @@ class IngestService:
                     try:
                         if connection is None:
                             connection = await self.redis.connection_pool.get_connection()
-                        payload = self._payload(item)
+                        payload = pack_calls("ingest_batch", item.calls) + pack_calls("set_spot", _spot_calls(batch))
                         if payload:
                             await connection.send_packed_command([payload], check_health=False)
                     except (RedisError, OSError) as exc:
-                        failure = exc
+                        failure, in_step = exc, False
                 if failure is not None:
-                    if reader is not None:
-                        reader.cancel()
-                        await asyncio.gather(reader, return_exceptions=True)
-                        reader = None
+                    await self._fail_over(sent, failure, reader, connection if in_step else None)
+                    reader = None
                     if connection is not None:
                         await _drop(self.redis, connection)
                         connection = None
-                    await self._recover(sent, failure)
         finally:
             for task in (getter, reader):
                 if task is not None:
@@ -378,35 +380,62 @@ class IngestService:
                 await _drop(self.redis, connection)
 
     def _chain(self, batch: Batch, calls: ScriptCalls, recv_times: list[int]) -> _Sent:
-        """Give each call its mark and, if an earlier call of its underlying is unanswered, that call's mark
-        to check (the script's chain)."""
+        """Give each call a new mark and, if an earlier call of its underlying is unanswered, that call's
+        mark to check (the script's chain)."""
         chains = []
         for call_keys, args in calls:
             chain = call_keys[2]
-            mark = f"{self._token}:{next(self._marks)}"
+            mark = self._new_mark()
             args[EXPECT_ARG], args[MARK_ARG] = self._unanswered.get(chain, ""), mark
             self._unanswered[chain] = mark
             chains.append(chain)
         return _Sent(batch, calls, recv_times, chains, [False] * len(calls))
 
-    def _payload(self, item: _Sent) -> bytes:
-        """Every call of the batch, then its spot updates, packed for one write."""
-        pack = hiredis.pack_command
-        return b"".join(pack(("EVALSHA", script_sha(name), len(call_keys), *call_keys, *args))
-                        for name, calls in (("ingest_batch", item.calls), ("set_spot", _spot_calls(item.batch)))
-                        for call_keys, args in calls)  # fmt: skip
+    def _new_mark(self) -> str:
+        return f"{self._token}:{next(self._marks)}"
 
-    def _count_replies(self, item: _Sent, replies: list) -> None:
-        """Count the replies of a batch's calls; raise :class:`_ChainRefused` at a call the chain refused."""
-        for index, reply in enumerate(replies[: len(item.calls)]):
-            if reply[7] != 1:
-                self.stats.counters["chain_refused"] += 1
-                raise _ChainRefused(f"call {index + 1} of the batch was refused: the call before it had not landed")
-            self._count_reply(reply)
-            item.landed[index] = True
-            chain = item.chains[index]
-            if self._unanswered.get(chain) == item.calls[index][1][MARK_ARG]:
-                del self._unanswered[chain]
+    def _count_replies(self, item: _Sent, replies: list) -> BaseException | None:
+        """Count the replies of a batch (its calls', then its spot updates'): every call that landed is
+        counted and marked; returns the first failure — an error reply, or a call the chain refused."""
+        item.read = True
+        failure: BaseException | None = None
+        for index, reply in enumerate(replies):
+            if isinstance(reply, Exception):
+                failure = failure or reply
+            elif index < len(item.calls):
+                if reply[7] != 1:
+                    self.stats.counters["chain_refused"] += 1
+                    failure = failure or _ChainRefused(f"a call of {item.chains[index]} was refused: the call "
+                                                       "before it had not landed")  # fmt: skip
+                    continue
+                self._count_reply(reply)
+                item.landed[index] = True
+                chain = item.chains[index]
+                if self._unanswered.get(chain) == item.calls[index][1][MARK_ARG]:
+                    del self._unanswered[chain]
+        return failure
+
+    async def _fail_over(self, sent: deque[_Sent], failure: BaseException, reader: asyncio.Task | None,
+                         connection: Connection | None) -> None:  # fmt: skip
+        """After a failure on the pipelined connection, count every reply that can still be read — those of
+        a reader that finished as a send failed and, when the failure was a reply (``connection`` given:
+        still in step), those of the batches sent after it — then retry what did not land, in order
+        (:meth:`_recover`). The caller drops the connection afterwards."""
+        if reader is not None:
+            if reader.done() and not reader.cancelled() and reader.exception() is None:
+                self._count_replies(sent[0], reader.result())
+            else:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+        if connection is not None:
+            for item in sent:
+                if item.read:
+                    continue
+                try:
+                    self._count_replies(item, await read_replies(connection, item.replies))
+                except (RedisError, OSError):
+                    break
+        await self._recover(sent, failure)
 
     def _count_reply(self, reply: list) -> None:
         quotes, trades, stale, missing, buys, sells, bad = reply[:7]
@@ -424,8 +453,10 @@ class IngestService:
             log.error("%d stored counters are not integers: left unchanged", bad)
 
     async def _recover(self, sent: deque[_Sent], failure: BaseException) -> None:
-        """After a failure on the pipelined connection: every unanswered batch, in order, one at a time and
-        unchained (nothing else is in flight), through :meth:`_commit`'s retries."""
+        """Every call of ``sent`` that did not land, batch by batch in order, one at a time through
+        :meth:`_commit`'s retries, unchained and with a new mark: a copy of a call still on the dropped
+        connection that Redis runs late is then refused by the chain (if chained) or finds its events
+        already applied (if not) — never applied ahead of an earlier call."""
         self.stats.counters["redis_errors"] += 1
         log.warning("redis write failed (%s: %s); retrying %d unanswered batch(es) in order", type(failure).__name__,
                     failure, len(sent))  # fmt: skip
@@ -434,20 +465,30 @@ class IngestService:
             item = sent[0]
             pending = [call for call, landed in zip(item.calls, item.landed, strict=True) if not landed]
             for _, args in pending:
-                args[EXPECT_ARG] = ""
+                args[EXPECT_ARG], args[MARK_ARG] = "", self._new_mark()
             await self._commit(item.batch, pending)
             sent.popleft()
             self._finish(item.batch, item.recv_times)
 
     async def _commit(self, batch: Batch, calls: ScriptCalls) -> None:
+        """Write ``calls`` and the batch's spot updates, retrying with backoff until they land (or Redis has
+        refused them for good :data:`MAX_REFUSALS` times); a retry sends only the calls that did not land."""
         spot_calls = _spot_calls(batch)
+        pending = list(calls)
         delay, refused = 0.05, 0
         while True:
             _raise_if_cancelling()
             try:
-                if calls:
-                    for reply in await eval_many(self.redis, "ingest_batch", calls):
-                        self._count_reply(reply)
+                if pending:
+                    replies = await eval_many(self.redis, "ingest_batch", pending, errors_in_place=True)
+                    failed = [(call, reply) for call, reply in zip(pending, replies, strict=True)
+                              if isinstance(reply, Exception)]  # fmt: skip
+                    for reply in replies:
+                        if not isinstance(reply, Exception):
+                            self._count_reply(reply)
+                    pending = [call for call, _ in failed]
+                    if failed:
+                        raise failed[0][1]
                 if spot_calls:
                     await eval_many(self.redis, "set_spot", spot_calls)
                 return
@@ -625,17 +666,12 @@ def _spot_calls(batch: Batch) -> ScriptCalls:
             for u, tick in batch.spots.items()]  # fmt: skip
 
 
-async def _read_replies(connection: object, count: int) -> list:
-    """The next ``count`` replies on ``connection`` (an error reply raises)."""
-    return [await connection.read_response() for _ in range(count)]  # type: ignore[attr-defined]
-
-
-async def _drop(client: AsyncRedis, connection: object) -> None:
+async def _drop(client: AsyncRedis, connection: Connection) -> None:
     """Disconnect ``connection`` (unread replies are discarded with it) and give it back to the pool."""
     with contextlib.suppress(Exception):
-        await connection.disconnect()  # type: ignore[attr-defined]
+        await connection.disconnect()
     with contextlib.suppress(Exception):
-        await client.connection_pool.release(connection)  # type: ignore[arg-type]
+        await client.connection_pool.release(connection)
 
 
 def _raise_if_cancelling() -> None:

@@ -16,23 +16,27 @@
 --
 -- Redis work per contract, not per event (each redis.call costs about as much as the whole Lua loop over a
 -- contract's events, so there are as few as possible, and the values written are the strings ingest sent):
---   a contract whose only event is one quote (about half the contracts of a batch: ingest conflates
---     consecutive quotes) comes in a section of its own, as six plain arguments — no JSON to decode, one
+--   a contract whose only event is one quote (about two thirds of the contracts of a busy batch: ingest
+--     conflates consecutive quotes) comes in a section of its own, as six plain arguments — no JSON to decode, one
 --     key: one HGET of quote_q (this script writes quote_q only into a hash with a multiplier, so a
 --     hash holding one exists; a hash without one yet: one more HGET of multiplier decides), then, if it is
 --     newer, one HSET of the quote (bid ask bid_size ask_size quote_ts_ms quote_q); other contracts with
 --     quotes only, the same: the last applied quote is written;
---   with a trade: one HMGET (multiplier, sequence numbers, the stored quote, the counters, the slot), one HSET of
---     the last applied quote, the last applied trade (last_price last_trade_ts_ms trade_q) and the counters
+--   with a trade: one HMGET (multiplier, sequence numbers, the stored quote, the counters, the slot); one
+--     HINCRBY of the GEX hash's volume — the contract's first write: if it fails (a corrupted GEX hash),
+--     nothing of the contract is written and its retry cannot count the volume twice; one HSET of the last
+--     applied quote, the last applied trade (last_price last_trade_ts_ms trade_q) and the counters
 --     flow_micro (signed), buy_micro, sell_micro, volume, trades (a counter no trade of the batch changed is
---     not written; one whose sum would reach 2^53 is added by HINCRBY instead, so sums stay exact), and one
---     HINCRBY of the GEX hash's volume;
+--     not written; one whose sum would reach 2^53 is added by HINCRBY instead, so sums stay exact — and one
+--     HINCRBY would take beyond 2^63 is left as it is and counted as bad, never a script error);
 --     and one SETRANGE of the contract's counter record (its five counters after the batch, at its slot in
 --     the epoch's counters string — the heatmap worker's one read of every contract; a record with a counter
 --     that is not an exact integer below 2^53 is written as the unreadable mark, trades = -1, and the worker
 --     sums that tile from the hashes; no record is written when the string does not exist or is too short);
 --   dirty set: SADD of every contract with an applied trade, in slices of 4,000 (a dirty set created after
 --     the epoch was retired gets the contract hashes' remaining TTL).
+-- Before any write the dirty set and the counters string are checked to be a set and a string (or absent):
+-- a call refused for a corrupted key of the epoch writes nothing at all.
 --
 -- The chain (pipelined ingest): ingest may send a call before the reply of its previous call of the same
 -- underlying has come back. Such a call names the mark the previous one left (ARGV[2]) and is applied only
@@ -70,6 +74,12 @@
 if ARGV[2] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[2] then
   return { 0, 0, 0, 0, 0, 0, 0, 0 } -- the previous call did not land: nothing is applied before it
 end
+if not ({ none = true, set = true })[redis.call('TYPE', KEYS[1]).ok] then
+  return redis.error_reply('WRONGTYPE the dirty set ' .. KEYS[1] .. ' is not a set')
+end
+if not ({ none = true, string = true })[redis.call('TYPE', KEYS[2]).ok] then
+  return redis.error_reply('WRONGTYPE the counter records ' .. KEYS[2] .. ' are not a string')
+end
 local max_age = tonumber(ARGV[1])
 local m = tonumber(ARGV[4])
 local n = (#KEYS - 3 - m) / 2
@@ -78,6 +88,7 @@ local LIMIT = 9007199254740992 -- 2^53: integers below it are exact in a Lua num
 local floor, format, call, tonumber, match = math.floor, string.format, redis.call, tonumber, string.match
 local pack, RECORD, UNREADABLE = struct.pack, '<i8i8i8i8i8', struct.pack('<i8i8i8i8i8', 0, 0, 0, 0, -1)
 local records = nil -- length of the counters string, read at the first trade of the batch
+local dirty_ttl_key = nil -- the first contract marked dirty (its hash's TTL is the epoch's)
 
 -- a price as stored: a string as given (ingest sends repr text), a number as the shortest text that reads
 -- back as it (Python's repr of the float)
@@ -258,6 +269,9 @@ for i = 1, n do
         nf = 12
       end
       if trade_at then
+        if records == nil then
+          records = call('STRLEN', KEYS[2])
+        end
         -- the contract's first write: if it fails (the GEX hash is not a hash), nothing of it is written
         call('HINCRBY', K[base + 2 * i], 'volume', format('%d', volume))
         local a = trade_at
@@ -285,14 +299,15 @@ for i = 1, n do
             exact = false
             if not changed then -- left as it is
             elseif type(stored) == 'string' and string.match(stored, '^%-?%d+$') then
-              call('HINCRBY', key, COUNTERS[k], format('%d', delta[k])) -- an integer beyond 2^53: Redis adds
+              -- an integer beyond 2^53: Redis adds (beyond 2^63 it refuses: left as it is, counted)
+              local added = redis.pcall('HINCRBY', key, COUNTERS[k], format('%d', delta[k]))
+              if type(added) == 'table' and added.err then
+                bad = bad + 1
+              end
             else
               bad = bad + 1 -- not an integer: HINCRBY would fail the whole script; leave it, count it
             end
           end
-        end
-        if records == nil then
-          records = call('STRLEN', KEYS[2])
         end
         local slot = tonumber(f[12] or '')
         if slot and slot >= 0 and slot == floor(slot) and (slot + 1) * 40 <= records then
@@ -301,6 +316,7 @@ for i = 1, n do
         end
         ndirty = ndirty + 1
         dirty[ndirty] = V[args + i]
+        dirty_ttl_key = dirty_ttl_key or key
         trades, buys, sells = trades + count, buys + nbuy, sells + nsell
       end
       if nf > 0 then
@@ -317,7 +333,7 @@ end
 -- A retired epoch's keys carry the retirement TTL; a dirty set created after retirement inherits it from the
 -- contract hashes, so no key can outlive its epoch.
 if ndirty > 0 and call('PTTL', KEYS[1]) == -1 then
-  local ttl = call('PTTL', K[base + 1]) -- (the first contract with a trade)
+  local ttl = call('PTTL', dirty_ttl_key)
   if ttl > 0 then
     call('PEXPIRE', KEYS[1], ttl)
   end

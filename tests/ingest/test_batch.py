@@ -50,7 +50,8 @@ def test_a_contract_whose_only_event_is_one_quote_travels_as_plain_text() -> Non
     e1 = next(c for c in batch.calls if c.epoch == "e1")
     assert e1.keys() == ["epoch:{SPY}:e1:heatmap:dirty_contracts", "epoch:{SPY}:e1:heatmap:counters",
                          "massive:ingest:chain:{SPY}", f"epoch:{{SPY}}:e1:heatmap:contract:{CID_A}",
-                         f"epoch:{{SPY}}:e1:heatmap:contract:{CID_B}", f"epoch:{{SPY}}:e1:gex:contract:{CID_B}"]  # fmt: skip
+                         f"epoch:{{SPY}}:e1:heatmap:contract:{CID_B}",
+                         f"epoch:{{SPY}}:e1:gex:contract:{CID_B}"]  # fmt: skip
     args = e1.args(60_000)
     assert args[:11] == [60_000, "", "", 1, "1.0", "2.0", "10", "10", "1002", "2", CID_B]
     (b_events,) = orjson.loads(args[11])

@@ -292,6 +292,37 @@ def test_a_corrupt_stored_counter_is_counted_and_left_never_a_script_error(r: re
     assert record(r)[4] == UNREADABLE  # the heatmap sums this contract's tile from the hashes
 
 
+def test_a_counter_that_would_pass_2_63_is_counted_and_left_never_a_script_error(r: redis.Redis) -> None:
+    """Beyond 2^53 Redis adds (HINCRBY); beyond 2^63 it would refuse — the whole script, retried and finally
+    dropped, its GEX volume added on every try. The counter is left as it is and counted instead."""
+    seed(r)
+    r.hset(HM, "buy_micro", str(2**63 - 5))
+    assert run(r, [trade("1.10", size=2)], bad_counters=1) == [0, 1, 0, 0, 1, 0]
+    assert r.hmget(HM, "buy_micro", "flow_micro", "trades", "trade_q") == [str(2**63 - 5), "220000000", "1", "10"]
+    assert r.hget(GX, "volume") == "12" and record(r)[4] == UNREADABLE
+
+
+@pytest.mark.parametrize("corrupted", ["dirty", "records", "gex"])
+def test_a_call_refused_for_a_corrupted_key_writes_nothing_of_the_contract(r: redis.Redis, corrupted: str) -> None:
+    """The dirty set and the counters string are checked before any write, and a traded contract's first write
+    is its GEX volume: a refused call leaves no counter, no record and no GEX volume behind, so its retries
+    can neither lose nor add anything twice."""
+    seed(r)
+    key = {"dirty": keys.dirty_contracts(U, E), "records": RECORDS, "gex": GX}[corrupted]
+    r.delete(key)
+    if corrupted == "gex":
+        r.set(key, "corrupted")
+    else:
+        r.hset(key, "x", "1")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        run(r, [trade("1.10", size=2)])
+    assert r.hmget(HM, "trades", "trade_q", "volume", "buy_micro") == [None, None, None, None]
+    if corrupted != "gex":
+        assert r.hget(GX, "volume") == "10"
+    if corrupted != "records":
+        assert record(r) == (0, 0, 0, 0, 0)
+
+
 def test_a_counter_crossing_2_53_marks_the_record_and_back_below_writes_it_again(r: redis.Redis) -> None:
     seed(r)
     r.hset(HM, "volume", 2**53 - 2)

@@ -29,8 +29,8 @@ from redis.exceptions import ResponseError
 
 
 class Pieces(tuple):
-    """One argument sent as the concatenation of these bytes-like pieces (never joined in memory): a view
-    with its version spliced in front."""
+    """One argument sent as the concatenation of these bytes-like pieces, never joined or copied in memory:
+    a view with its version spliced in front, a whole tiles string (one memoryview)."""
 
 
 Command = Sequence[str | bytes | memoryview | Pieces | int | float]
@@ -126,8 +126,11 @@ def _run(client: Redis, commands: Iterable[Command], *, encoding: str | None) ->
         chunk: list[bytes] = []
         sent = 0
         for command in commands:
-            if any(isinstance(arg, Pieces) or (isinstance(arg, bytes | memoryview) and len(arg) > BIG_ARGUMENT)
-                   for arg in command):  # fmt: skip
+            try:
+                packed = pack(tuple(command))
+            except TypeError:  # a Pieces argument (hiredis packs no tuple): sent as it is, uncopied
+                if not any(isinstance(arg, Pieces) for arg in command):
+                    raise
                 if chunk:
                     connection.send_packed_command([b"".join(chunk)], check_health=False)
                     sent += len(chunk)
@@ -135,7 +138,7 @@ def _run(client: Redis, commands: Iterable[Command], *, encoding: str | None) ->
                 connection.send_packed_command(_pack_big(command), check_health=False)
                 sent += 1
                 continue
-            chunk.append(pack(tuple(command)))
+            chunk.append(packed)
             if len(chunk) >= CHUNK_COMMANDS:
                 connection.send_packed_command([b"".join(chunk)], check_health=False)
                 sent += len(chunk)
@@ -152,9 +155,10 @@ def _run(client: Redis, commands: Iterable[Command], *, encoding: str | None) ->
 
 
 def _pack_big(command: Command) -> list[bytes]:
-    """RESP of a command with a large bytes argument (a published view), the large ones (and every
-    :class:`Pieces`) left as they are:
-    ``hiredis.pack_command`` formats every byte (~2 ms per MB), ``sendall`` of the pieces copies nothing."""
+    """RESP of a command with a :class:`Pieces` argument (a published view, a whole tiles string): its
+    pieces, and any other large bytes argument, left as they are — ``hiredis.pack_command`` copies every
+    byte (~2 ms per MB), ``sendall`` of the pieces copies nothing. Only a command holding a Pieces comes
+    here (the check is hiredis refusing it: no walk over every argument of every command)."""
     out: list[bytes] = [b"*%d\r\n" % len(command)]
     for arg in command:
         if isinstance(arg, Pieces):

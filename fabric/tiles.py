@@ -39,7 +39,7 @@ from redis import Redis
 from redis.exceptions import ResponseError
 
 from fabric import keys
-from fabric.bulk import execute_pipeline, execute_transaction
+from fabric.bulk import Pieces, execute_pipeline, execute_transaction
 from fabric.publish import Publication, publish_encoded_view
 from fabric.scripts import script, script_sha, script_source
 from models.heatmap import (
@@ -434,7 +434,7 @@ def _write_tiles(r: Redis, underlying: str, epoch: str, layout: EpochLayout, slo
             written = np.frombuffer(records, dtype="<i8").reshape(-1, 7)
             np.frombuffer(whole, dtype="<i8").reshape(-1, 7)[slots] = written
         if whole is not None and len(starts) > MAX_RUNS:
-            args = [str(read_version), memoryview(whole), "0", "0", str(size)]
+            args = [str(read_version), Pieces((memoryview(whole),)), "0", "0", str(size)]  # (sent uncopied)
         else:
             lengths = np.diff(starts, append=len(slots))
             for first, count in zip(starts.tolist(), lengths.tolist(), strict=True):

@@ -35,7 +35,7 @@ class Pieces(tuple):
 
 Command = Sequence[str | bytes | memoryview | Pieces | int | float]
 CHUNK_COMMANDS = 2_000
-#: bytes arguments longer than this are sent without being copied into the packed command (see _pack_big)
+#: in a command carrying a Pieces argument, other bytes arguments longer than this are sent uncopied too
 BIG_ARGUMENT = 1 << 16
 _RECV_BYTES = 1 << 20
 
@@ -162,7 +162,7 @@ def _pack_big(command: Command) -> list[bytes]:
     out: list[bytes] = [b"*%d\r\n" % len(command)]
     for arg in command:
         if isinstance(arg, Pieces):
-            out += (b"$%d\r\n" % sum(len(piece) for piece in arg), *arg, b"\r\n")
+            out += (b"$%d\r\n" % sum(memoryview(piece).nbytes for piece in arg), *arg, b"\r\n")
             continue
         if isinstance(arg, bytes | memoryview):
             data = arg

@@ -101,23 +101,29 @@ async def eval_many(client: AsyncRedis | AsyncRedisCluster, name: str, calls: Ca
 
 
 async def _eval_on_connection(client: AsyncRedis, name: str, calls: Calls) -> list:
-    """:func:`eval_many` on one Redis: replies in order, error replies in place."""
-    for attempt in range(2):
-        payload = pack_calls(name, calls)
-        connection = await client.connection_pool.get_connection()
-        try:
-            await connection.send_packed_command([payload], check_health=False)
-            replies = await read_replies(connection, len(calls))
-        except BaseException:
-            await connection.disconnect()
-            raise
-        finally:
-            await client.connection_pool.release(connection)
-        if not attempt and any(isinstance(reply, NoScriptError) for reply in replies):
-            await client.script_load(script_source(name))
-            continue
-        return replies
-    raise AssertionError("unreachable")
+    """:func:`eval_many` on one Redis: replies in order, error replies in place; the calls answered NOSCRIPT
+    (and only those: the others landed) are sent again once the script is loaded."""
+    replies = await _pipeline(client, name, calls)
+    missing = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if missing:
+        await client.script_load(script_source(name))
+        again = await _pipeline(client, name, [calls[index] for index in missing])
+        for index, reply in zip(missing, again, strict=True):
+            replies[index] = reply
+    return replies
+
+
+async def _pipeline(client: AsyncRedis, name: str, calls: Calls) -> list:
+    """``calls`` in one write on one pooled connection; every reply, error replies in place."""
+    connection = await client.connection_pool.get_connection()
+    try:
+        await connection.send_packed_command([pack_calls(name, calls)], check_health=False)
+        return await read_replies(connection, len(calls))
+    except BaseException:
+        await connection.disconnect()
+        raise
+    finally:
+        await client.connection_pool.release(connection)
 
 
 async def _eval_many_cluster(client: AsyncRedisCluster, name: str, calls: Calls) -> list:
@@ -142,22 +148,25 @@ async def _eval_many_cluster(client: AsyncRedisCluster, name: str, calls: Calls)
 
 
 async def _eval_on_node(node: ClusterNode, name: str, calls: Calls) -> list:
-    """Pipeline ``calls`` on one connection of a cluster node (the script is loaded there on NOSCRIPT);
-    error replies in place."""
-    payload = pack_calls(name, calls)
+    """Pipeline ``calls`` on one connection of a cluster node, error replies in place; the calls answered
+    NOSCRIPT (a restarted or flushed node) are sent again once the script is loaded there."""
+    replies: list = [None] * len(calls)
+    todo = list(range(len(calls)))
     for attempt in range(2):
         connection: Connection = node.acquire_connection()
         try:
-            if attempt:  # the node answered NOSCRIPT (restarted or flushed): load the script first
+            if attempt:  # the node answered NOSCRIPT: load the script first
                 await connection.send_command("SCRIPT", "LOAD", script_source(name))
                 await connection.read_response()
-            await connection.send_packed_command([payload], check_health=False)
-            replies = await read_replies(connection, len(calls))
-            if attempt or not any(isinstance(reply, NoScriptError) for reply in replies):
+            await connection.send_packed_command([pack_calls(name, [calls[i] for i in todo])], check_health=False)
+            for index, reply in zip(todo, await read_replies(connection, len(todo)), strict=True):
+                replies[index] = reply
+            todo = [index for index in todo if isinstance(replies[index], NoScriptError)]
+            if not todo:
                 return replies
         except BaseException:
             await connection.disconnect()
             raise
         finally:
             node.release(connection)
-    raise AssertionError("unreachable")
+    return replies  # still NOSCRIPT after loading it: in place, as any other error reply

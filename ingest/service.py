@@ -63,11 +63,11 @@ log = logging.getLogger(__name__)
 GC_THRESHOLDS = (100_000, 50, 10)  # gen-0 allocations, gen-1 and gen-2 collections (see run_ingest)
 #: A batch Redis refused this many times with an error that waiting cannot cure (a script error, WRONGTYPE on a
 #: corrupted key) is dropped, counted and logged: retrying it forever would stall the whole feed. Connection
-#: errors and transient refusals (out of memory, loading, busy, read-only replica, cluster down) are retried
-#: until Redis takes the batch.
+#: errors and transient refusals (out of memory, loading, busy, read-only replica, cluster down, a slot
+#: moving) are retried until Redis takes the batch.
 MAX_REFUSALS = 3
 TRANSIENT_REFUSALS = (
-    "OOM", "LOADING", "BUSY", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "NOREPLICAS",
+    "OOM", "LOADING", "BUSY", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "NOREPLICAS", "MOVED", "ASK",
 )  # fmt: skip
 
 
@@ -451,6 +451,10 @@ class IngestService:
         if bad:
             c["bad_counters"] += bad
             log.error("%d stored counters are not integers: left unchanged", bad)
+        corrupt = reply[8] if len(reply) > 8 else 0
+        if corrupt:
+            c["corrupt_contracts"] += corrupt
+            log.error("%d contracts skipped: a key of the wrong type or a GEX volume that is not an integer", corrupt)
 
     async def _recover(self, sent: deque[_Sent], failure: BaseException) -> None:
         """Every call of ``sent`` that did not land, batch by batch in order, one at a time through

@@ -24,7 +24,7 @@
 --     quotes only, the same: the last applied quote is written;
 --   with a trade: one HMGET (multiplier, sequence numbers, the stored quote, the counters, the slot); one
 --     HINCRBY of the GEX hash's volume — the contract's first write: if it fails (a corrupted GEX hash),
---     nothing of the contract is written and its retry cannot count the volume twice; one HSET of the last
+--     nothing of the contract is written and it is counted as corrupt; one HSET of the last
 --     applied quote, the last applied trade (last_price last_trade_ts_ms trade_q) and the counters
 --     flow_micro (signed), buy_micro, sell_micro, volume, trades (a counter no trade of the batch changed is
 --     not written; one whose sum would reach 2^53 is added by HINCRBY instead, so sums stay exact — and one
@@ -36,7 +36,8 @@
 --   dirty set: SADD of every contract with an applied trade, in slices of 4,000 (a dirty set created after
 --     the epoch was retired gets the contract hashes' remaining TTL).
 -- Before any write the dirty set and the counters string are checked to be a set and a string (or absent):
--- a call refused for a corrupted key of the epoch writes nothing at all.
+-- a call refused for a corrupted key of the epoch writes nothing at all. Every later read or write that a
+-- corrupted contract key could fail is a redis.pcall: the script never stops half-way.
 --
 -- The chain (pipelined ingest): ingest may send a call before the reply of its previous call of the same
 -- underlying has come back. Such a call names the mark the previous one left (ARGV[2]) and is applied only
@@ -67,12 +68,14 @@
 --                contract — the ones stored — as strings, so Redis formats no number (a price given as a
 --                number is stored as the shortest text that reads back as it; counters as integer text).
 -- Returns        {quotes applied, trades applied, out-of-sequence dropped, missing contracts, buys, sells,
---                 bad counters, 1}  (a stored counter that is not an integer is left as it is and counted,
---                 never a script error: one corrupt hash must not stop the feed), or {0, 0, 0, 0, 0, 0, 0, 0}
---                 when the chain refused the call (nothing written)
+--                 bad counters, 1, corrupt contracts}  (a stored counter that is not an integer is left as
+--                 it is and counted; a contract whose heatmap or GEX key has the wrong type, or whose GEX
+--                 volume is not an integer, is skipped whole and counted as corrupt — never a script error
+--                 half-way: one corrupt key must not stop the feed, nor leave other contracts written but
+--                 not marked dirty), or nine zeros when the chain refused the call (nothing written)
 
 if ARGV[2] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[2] then
-  return { 0, 0, 0, 0, 0, 0, 0, 0 } -- the previous call did not land: nothing is applied before it
+  return { 0, 0, 0, 0, 0, 0, 0, 0, 0 } -- the previous call did not land: nothing is applied before it
 end
 if not ({ none = true, set = true })[redis.call('TYPE', KEYS[1]).ok] then
   return redis.error_reply('WRONGTYPE the dirty set ' .. KEYS[1] .. ' is not a set')
@@ -148,14 +151,21 @@ local function classify(bid, ask, quote_ts, price, ts)
   return 0
 end
 
-local quotes, trades, stale, missing, buys, sells, bad = 0, 0, 0, 0, 0, 0, 0
+local quotes, trades, stale, missing, buys, sells, bad, corrupt = 0, 0, 0, 0, 0, 0, 0, 0
 local K, V = KEYS, ARGV
+local pcall_ = redis.pcall
+-- an error reply of redis.pcall: a contract key of the wrong type (or a GEX volume that is not an integer)
+local function failed(reply)
+  return type(reply) == 'table' and reply.err ~= nil
+end
 
 -- the contracts whose only event is one quote
 for j = 1, m do
   local key, v = K[3 + j], 4 + 6 * j -- the quote: V[v - 5 … v]
-  local stored = call('HGET', key, 'quote_q')
-  if stored == false and call('HGET', key, 'multiplier') == false then
+  local stored = pcall_('HGET', key, 'quote_q')
+  if failed(stored) then
+    corrupt = corrupt + 1
+  elseif stored == false and call('HGET', key, 'multiplier') == false then
     missing = missing + 1
   elseif tonumber(V[v]) <= (tonumber(stored or '0') or 0) then
     stale = stale + 1
@@ -198,8 +208,10 @@ for i = 1, n do
   end
 
   if e > last then -- quotes only: no classification, no counters — read only what decides sequence
-    local stored = call('HGET', key, 'quote_q')
-    if stored == false and call('HGET', key, 'multiplier') == false then
+    local stored = pcall_('HGET', key, 'quote_q')
+    if failed(stored) then
+      corrupt = corrupt + 1
+    elseif stored == false and call('HGET', key, 'multiplier') == false then
       missing = missing + last / 7
     else
       local a = last_quote(A, 1, last, tonumber(stored or '0') or 0)
@@ -209,9 +221,11 @@ for i = 1, n do
       end
     end
   else
-    local f = call('HMGET', key, 'multiplier', 'quote_q', 'trade_q', 'bid', 'ask', 'quote_ts_ms',
+    local f = pcall_('HMGET', key, 'multiplier', 'quote_q', 'trade_q', 'bid', 'ask', 'quote_ts_ms',
       'flow_micro', 'buy_micro', 'sell_micro', 'volume', 'trades', 'slot')
-    if f[1] == false then
+    if failed(f) then
+      corrupt = corrupt + 1
+    elseif f[1] == false then
       e = 1
       while e <= last do
         missing = missing + 1
@@ -223,7 +237,7 @@ for i = 1, n do
       local bid, ask = f[4] and micro(f[4]) or nil, f[5] and micro(f[5]) or nil
       local quote_ts = tonumber(f[6] or '') or nil
       local quote_at, trade_at, micro_at = nil, nil, nil -- the last applied quote and trade; the quote in bid / ask
-      local flow, buy, sell, volume, count, nbuy, nsell = 0, 0, 0, 0, 0, 0, 0
+      local flow, buy, sell, volume, count, nbuy, nsell, nquotes = 0, 0, 0, 0, 0, 0, 0, 0
       e = 1
       while e <= last do
         if A[e] == 0 then
@@ -232,7 +246,7 @@ for i = 1, n do
             stale = stale + 1
           else
             quote_q, quote_at = q, e -- bid / ask / time are worked out only if a trade needs them
-            quotes = quotes + 1
+            nquotes = nquotes + 1
           end
           e = e + 7
         else
@@ -260,7 +274,20 @@ for i = 1, n do
           e = e + 5
         end
       end
-      local nf = 0
+      local nf, written = 0, true
+      if trade_at then
+        if records == nil then
+          records = call('STRLEN', KEYS[2])
+        end
+        -- the contract's first write: if it fails (a GEX hash that is not a hash, or its volume not an
+        -- integer), nothing of the contract is written and it is counted as corrupt
+        written = not failed(pcall_('HINCRBY', K[base + 2 * i], 'volume', format('%d', volume)))
+      end
+      if not written then
+        corrupt = corrupt + 1
+        quote_at, trade_at = nil, nil
+      end
+      quotes = quotes + (written and nquotes or 0)
       if quote_at then
         local a = quote_at
         fields[1], fields[2], fields[3], fields[4] = 'bid', text(A[a + 1]), 'ask', text(A[a + 2])
@@ -269,11 +296,6 @@ for i = 1, n do
         nf = 12
       end
       if trade_at then
-        if records == nil then
-          records = call('STRLEN', KEYS[2])
-        end
-        -- the contract's first write: if it fails (the GEX hash is not a hash), nothing of it is written
-        call('HINCRBY', K[base + 2 * i], 'volume', format('%d', volume))
         local a = trade_at
         fields[nf + 1], fields[nf + 2] = 'last_price', text(A[a + 1])
         fields[nf + 3], fields[nf + 4] = 'last_trade_ts_ms', A[a + 3]
@@ -341,4 +363,4 @@ end
 if ARGV[3] ~= '' then
   call('SET', KEYS[3], ARGV[3])
 end
-return { quotes, trades, stale, missing, buys, sells, bad, 1 }
+return { quotes, trades, stale, missing, buys, sells, bad, 1, corrupt }

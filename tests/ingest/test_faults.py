@@ -119,27 +119,19 @@ def test_redis_lost_mid_batch_is_retried_until_it_lands() -> None:
 
 
 def test_a_batch_redis_refuses_for_good_is_dropped_and_the_feed_goes_on() -> None:
-    """A corrupted key (a contract's GEX hash replaced by a string: HINCRBY answers WRONGTYPE) makes every
-    batch with a trade of it fail inside the script. Retrying such a batch forever would stall the feed:
+    """A corrupted key of the epoch (its dirty set replaced by a string: the script refuses every call, before
+    any write, with WRONGTYPE) makes every batch fail. Retrying such a batch forever would stall the feed:
     after three refusals it is dropped, counted and logged; once the key is repaired, batches land again."""
     with ingest_running(seed=12) as run:
         r, proc, log = run.r, run.proc, run.log
-        gex_keys = [keys.contract(U, run.epoch, "gex", cid) for cid in r.smembers(keys.epoch_universe(U, run.epoch))]
-        saved = {key: r.hgetall(key) for key in gex_keys}
-        pipe = r.pipeline(transaction=False)
-        for key in gex_keys:  # every contract's GEX hash becomes a string: every batch with a trade is refused
-            pipe.delete(key)
-            pipe.set(key, "corrupted")
-        pipe.execute()
+        dirty = keys.dirty_contracts(U, run.epoch)
+        r.delete(dirty)
+        r.set(dirty, "corrupted")  # every batch of the epoch is refused
         wait_for(lambda: status(r)[0].get("batches_dropped", 0) >= 2, 60, "refused batches dropped", log)
         assert proc.poll() is None, log.read_text()
         assert "dropping its" in log.read_text(errors="replace")
 
-        pipe = r.pipeline(transaction=False)
-        for key, fields in saved.items():  # repaired: the feed lands again
-            pipe.delete(key)
-            pipe.hset(key, mapping=fields)
-        pipe.execute()
+        r.delete(dirty)  # repaired: the feed lands again
         applied = status(r)[0].get("trades_applied", 0)
         wait_for(lambda: status(r)[0].get("trades_applied", 0) > applied + 20, 60, "trades landing again", log)
         assert proc.poll() is None

@@ -267,8 +267,9 @@ def test_frames_through_the_batch_builder_store_exactly_what_they_carried(
     builder = BatchBuilder(universe, SequenceFilter())
     builder.add_frame(orjson.dumps(frame))
     ((call_keys, call_args),) = builder.build().script_calls(60_000)
-    quotes, trades, stale, missing, _, _, _, applied = script(r, "ingest_batch")(keys=call_keys, args=call_args)
-    assert applied == 1
+    quotes, trades, stale, missing, _, _, _, applied, corrupt = script(r, "ingest_batch")(keys=call_keys,
+                                                                                          args=call_args)
+    assert (applied, corrupt) == (1, 0)
     kept = sum(1 for i, e in enumerate(events) if e[0] == "Q" and (i + 1 == len(events) or events[i + 1][0] == "T"))
     assert (quotes, trades, stale, missing) == (kept, sum(e[0] == "T" for e in events), 0, 0)
     stored = r.hgetall(HM)
@@ -302,25 +303,58 @@ def test_a_counter_that_would_pass_2_63_is_counted_and_left_never_a_script_error
     assert r.hget(GX, "volume") == "12" and record(r)[4] == UNREADABLE
 
 
-@pytest.mark.parametrize("corrupted", ["dirty", "records", "gex"])
-def test_a_call_refused_for_a_corrupted_key_writes_nothing_of_the_contract(r: redis.Redis, corrupted: str) -> None:
-    """The dirty set and the counters string are checked before any write, and a traded contract's first write
-    is its GEX volume: a refused call leaves no counter, no record and no GEX volume behind, so its retries
-    can neither lose nor add anything twice."""
+@pytest.mark.parametrize("corrupted", ["dirty", "records"])
+def test_a_call_refused_for_a_corrupted_epoch_key_writes_nothing(r: redis.Redis, corrupted: str) -> None:
+    """The dirty set and the counters string are checked before any write: a refused call leaves no counter,
+    no record and no GEX volume behind, so its retries can neither lose nor add anything twice."""
     seed(r)
-    key = {"dirty": keys.dirty_contracts(U, E), "records": RECORDS, "gex": GX}[corrupted]
+    key = {"dirty": keys.dirty_contracts(U, E), "records": RECORDS}[corrupted]
     r.delete(key)
-    if corrupted == "gex":
-        r.set(key, "corrupted")
-    else:
-        r.hset(key, "x", "1")
+    r.hset(key, "x", "1")
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-        run(r, [trade("1.10", size=2)])
+        run(r, [trade("1.10", size=2), quote("1", "2", q=3, cid="O:SPY:2025-12-19:655:C")])
     assert r.hmget(HM, "trades", "trade_q", "volume", "buy_micro") == [None, None, None, None]
-    if corrupted != "gex":
-        assert r.hget(GX, "volume") == "10"
+    assert r.hget(GX, "volume") == "10"
     if corrupted != "records":
         assert record(r) == (0, 0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("corrupted", ["gex_type", "gex_volume", "heatmap_type"])
+def test_a_contract_with_a_corrupted_key_is_skipped_whole_and_the_others_land(r: redis.Redis, corrupted: str) -> None:
+    """A contract whose GEX hash is not a hash, whose GEX volume is not an integer, or whose heatmap key is not
+    a hash: nothing of it is written, it is counted as corrupt, and the call goes on — the contracts before and
+    after it land and are marked dirty (a script error half-way would leave the ones before it written but
+    never marked dirty, and their retry counted as out of sequence)."""
+    cids = [f"O:SPY:2025-12-19:{650 + 5 * i}:C" for i in range(3)]
+    for slot, cid in enumerate(cids):
+        r.hset(keys.contract(U, E, "heatmap", cid), mapping={"multiplier": 100, "slot": slot, "bid": "1.00",
+                                                              "ask": "1.20", "quote_ts_ms": NOW})  # fmt: skip
+        r.hset(keys.contract(U, E, "gex", cid), mapping={"volume": 0})
+    r.set(RECORDS, bytes(3 * RECORD_BYTES))
+    bad_hm, bad_gx = keys.contract(U, E, "heatmap", cids[1]), keys.contract(U, E, "gex", cids[1])
+    if corrupted == "gex_type":
+        r.delete(bad_gx)
+        r.set(bad_gx, "corrupted")
+    elif corrupted == "gex_volume":
+        r.hset(bad_gx, "volume", "lots")
+    else:
+        r.delete(bad_hm)
+        r.set(bad_hm, "corrupted")
+    events = [trade("1.20", size=2, q=10 + i, cid=cid) for i, cid in enumerate(cids)]
+    events.insert(2, quote("1.10", "1.30", q=20, cid=cids[1]))  # (its quote is not written either)
+    call = EpochCall(U, E)
+    for kind, cid, *values in events:
+        call.add(cid, kind, *values)
+    reply = script(r, "ingest_batch")(keys=call.keys(), args=call.args(60_000))
+    assert reply == [0, 2, 0, 0, 2, 0, 0, 1, 1]  # two trades applied (buys), one contract corrupt
+    for i in (0, 2):
+        assert r.hmget(keys.contract(U, E, "heatmap", cids[i]), "trades", "volume") == ["1", "2"]
+        assert r.hget(keys.contract(U, E, "gex", cids[i]), "volume") == "2"
+    if corrupted != "heatmap_type":
+        assert r.hmget(bad_hm, "trades", "trade_q", "bid", "quote_q") == [None, None, "1.00", None]
+    if corrupted == "gex_volume":
+        assert r.hget(bad_gx, "volume") == "lots"
+    assert r.smembers(keys.dirty_contracts(U, E)) == {cids[0], cids[2]}
 
 
 def test_a_counter_crossing_2_53_marks_the_record_and_back_below_writes_it_again(r: redis.Redis) -> None:
@@ -411,7 +445,7 @@ def test_a_chained_call_is_applied_only_after_the_call_it_names(r: redis.Redis) 
     assert ingest(keys=call_keys, args=args)[7] == 1
     assert r.get(keys.ingest_chain(U)) == "t:1"
     call_keys, args = chained(one_trade(11), "t:0", "t:2")  # names a mark that is not the last applied one
-    assert ingest(keys=call_keys, args=args) == [0] * 8
+    assert ingest(keys=call_keys, args=args) == [0] * 9
     assert (r.hget(HM, "trades"), r.get(keys.ingest_chain(U))) == ("1", "t:1")  # nothing written
     call_keys, args = chained(one_trade(11), "t:1", "t:2")
     reply = ingest(keys=call_keys, args=args)
@@ -420,12 +454,12 @@ def test_a_chained_call_is_applied_only_after_the_call_it_names(r: redis.Redis) 
 
 
 def test_a_failed_call_and_the_one_pipelined_after_it_are_retried_in_order_and_lose_nothing(r: redis.Redis) -> None:
-    """Batch N fails inside the script (its GEX hash is not a hash) with batch N+1 already on the wire: the
-    chain refuses N+1, so retried in order both land. Unchained, N+1's newer sequence number would have made
-    N's retry drop N's trade as out of sequence."""
+    """Batch N is refused (the epoch's dirty set is not a set) with batch N+1 already on the wire: the chain
+    refuses N+1, so retried in order both land. Unchained, N+1's newer sequence number would have made N's
+    retry drop N's trade as out of sequence."""
     seed(r)
-    r.delete(GX)
-    r.set(GX, "corrupted")
+    dirty = keys.dirty_contracts(U, E)
+    r.set(dirty, "corrupted")
     first_keys, first_args = chained(one_trade(10, "1.10"), "", "t:1")
     then_keys, then_args = chained(one_trade(11, "1.20"), "t:1", "t:2")
     pipe = raw(r).pipeline(transaction=False)
@@ -433,10 +467,9 @@ def test_a_failed_call_and_the_one_pipelined_after_it_are_retried_in_order_and_l
     pipe.evalsha(script(r, "ingest_batch").sha, len(then_keys), *then_keys, *then_args)
     failed, refused = pipe.execute(raise_on_error=False)
     assert isinstance(failed, redis.ResponseError) and "WRONGTYPE" in str(failed)
-    assert refused == [0] * 8
+    assert refused == [0] * 9
     assert r.hmget(HM, "trades", "trade_q", "volume") == [None, None, None]  # nothing of the failed call
-    r.delete(GX)
-    r.hset(GX, "volume", 10)  # repaired; the committer retries both, in order, unchained
+    r.delete(dirty)  # repaired; the committer retries both, in order, unchained
     ingest = script(r, "ingest_batch")
     first_args[EXPECT_ARG] = then_args[EXPECT_ARG] = ""
     assert ingest(keys=first_keys, args=first_args)[1] == 1

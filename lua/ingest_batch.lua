@@ -153,17 +153,15 @@ end
 
 local quotes, trades, stale, missing, buys, sells, bad, corrupt = 0, 0, 0, 0, 0, 0, 0, 0
 local K, V = KEYS, ARGV
+-- redis.pcall answers an error (a contract key of the wrong type, a GEX volume that is not an integer) as a
+-- table with a field err; HGET answers a string or false, HMGET an array, HINCRBY a number (tested inline)
 local pcall_ = redis.pcall
--- an error reply of redis.pcall: a contract key of the wrong type (or a GEX volume that is not an integer)
-local function failed(reply)
-  return type(reply) == 'table' and reply.err ~= nil
-end
 
 -- the contracts whose only event is one quote
 for j = 1, m do
   local key, v = K[3 + j], 4 + 6 * j -- the quote: V[v - 5 … v]
   local stored = pcall_('HGET', key, 'quote_q')
-  if failed(stored) then
+  if type(stored) == 'table' then
     corrupt = corrupt + 1
   elseif stored == false and call('HGET', key, 'multiplier') == false then
     missing = missing + 1
@@ -209,7 +207,7 @@ for i = 1, n do
 
   if e > last then -- quotes only: no classification, no counters — read only what decides sequence
     local stored = pcall_('HGET', key, 'quote_q')
-    if failed(stored) then
+    if type(stored) == 'table' then
       corrupt = corrupt + 1
     elseif stored == false and call('HGET', key, 'multiplier') == false then
       missing = missing + last / 7
@@ -223,7 +221,7 @@ for i = 1, n do
   else
     local f = pcall_('HMGET', key, 'multiplier', 'quote_q', 'trade_q', 'bid', 'ask', 'quote_ts_ms',
       'flow_micro', 'buy_micro', 'sell_micro', 'volume', 'trades', 'slot')
-    if failed(f) then
+    if f.err then
       corrupt = corrupt + 1
     elseif f[1] == false then
       e = 1
@@ -281,7 +279,7 @@ for i = 1, n do
         end
         -- the contract's first write: if it fails (a GEX hash that is not a hash, or its volume not an
         -- integer), nothing of the contract is written and it is counted as corrupt
-        written = not failed(pcall_('HINCRBY', K[base + 2 * i], 'volume', format('%d', volume)))
+        written = type(pcall_('HINCRBY', K[base + 2 * i], 'volume', format('%d', volume))) == 'number'
       end
       if not written then
         corrupt = corrupt + 1

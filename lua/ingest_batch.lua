@@ -41,9 +41,9 @@
 --
 -- The chain (pipelined ingest): ingest may send a call before the reply of its previous call of the same
 -- underlying has come back. Such a call names the mark the previous one left (ARGV[2]) and is applied only
--- if that mark is the one stored: had the previous call failed (an error reply — it may have been refused
--- whole, or stopped half-way), applying this one first would let its newer sequence numbers drop the
--- failed call's events when ingest retries it. Refused, nothing is written and ingest retries both, in order.
+-- if that mark is the one stored: had the previous call failed (an error reply: refused whole — a corrupted
+-- epoch key, out of memory, NOSCRIPT), applying this one first would let its newer sequence numbers drop
+-- the failed call's events when ingest retries it. Refused, nothing is written and ingest retries both, in order.
 -- Every applied call leaves its own mark (ARGV[3]; none if empty). An empty ARGV[2]: no check (nothing of
 -- the underlying is in flight).
 --

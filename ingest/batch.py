@@ -45,6 +45,7 @@ TRADE = 1
 ScriptCalls = list[tuple[list[str], list[str | int | bytes]]]  # (KEYS, ARGV) of ingest_batch.lua calls
 QUOTE_VALUES = 7  # QUOTE, bid, ask, bid_size, ask_size, ts_ms, q
 EXPECT_ARG, MARK_ARG = 1, 2  # where an ingest_batch.lua call's ARGV holds the chain marks (see the script)
+CHAIN_KEY = 2  # and where its KEYS hold the underlying's chain key
 TRADE_VALUES = 5  # TRADE, price, size, ts_ms, q
 
 
@@ -101,43 +102,42 @@ class EpochCall:
                 p += width
         return out
 
-    def _sections(self) -> tuple[list[int], list[int]]:
-        """The positions in ``events`` of the contracts whose only event is one quote (added by :meth:`add`;
-        the batch builder puts them in ``quoted``), and of the others."""
-        single, other = [], []
-        for i, flat in enumerate(self.events):
-            (single if len(flat) == QUOTE_VALUES and flat[0] == QUOTE else other).append(i)
-        return single, other
-
     def keys(self) -> list[str]:
-        """KEYS of the call: the dirty set, the counter records, the underlying's chain mark, the heatmap
-        hash of every contract whose only event is one quote, then heatmap and GEX hash of every other
-        contract."""
-        u, e = self.underlying, self.epoch
-        hm, gx = keys.contract_prefix(u, e, "heatmap"), keys.contract_prefix(u, e, "gex")
-        single, other = self._sections()
-        cids = self.cids
-        out = [keys.dirty_contracts(u, e), keys.heatmap_counters(u, e), keys.ingest_chain(u),
-               *(hm + cid for cid in self.quoted),
-               *(hm + cids[i] for i in single)]
-        for i in other:
-            out += (hm + cids[i], gx + cids[i])
-        return out
+        """KEYS of the call (see :meth:`script_call`)."""
+        return self.script_call(0)[0]
 
     def args(self, max_quote_age_ms: int) -> list[str | int | bytes]:
-        """ARGV of the call: the quote age limit, the chain's expected and own mark (empty: set by the
-        committer at :data:`EXPECT_ARG`, :data:`MARK_ARG`), the number of single-quote contracts and their
-        quotes as the text to store (six values each), the other contracts' ids, then their events as one
-        JSON array."""
-        single, other = self._sections()
-        events = self.events
-        out: list[str | int | bytes] = [max_quote_age_ms, "", "", len(self.quoted) + len(single), *self.quotes]
-        for i in single:
-            _, bid, ask, bid_size, ask_size, ts, q = events[i]
-            out += (_text(bid), _text(ask), str(bid_size), str(ask_size), str(ts), str(q))
-        out += (self.cids[i] for i in other)
-        out.append(orjson.dumps([events[i] for i in other]))
-        return out
+        """ARGV of the call (see :meth:`script_call`)."""
+        return self.script_call(max_quote_age_ms)[1]
+
+    def script_call(self, max_quote_age_ms: int) -> tuple[list[str], list[str | int | bytes]]:
+        """(KEYS, ARGV) of the ``ingest_batch.lua`` call.
+
+        KEYS: the dirty set, the counter records, the underlying's chain key, the heatmap hash of every
+        contract whose only event is one quote, then heatmap and GEX hash of every other contract.
+        ARGV: the quote age limit, the chain's expected and own mark (empty: set by the committer at
+        :data:`EXPECT_ARG`, :data:`MARK_ARG`), the number of single-quote contracts and their quotes as the
+        text to store (six values each), the other contracts' ids, then their events as one JSON array.
+        A contract :meth:`add` gave a single quote goes to the single-quote section here (the batch builder
+        puts such contracts in ``quoted`` directly).
+        """
+        u, e = self.underlying, self.epoch
+        hm, gx = keys.contract_prefix(u, e, "heatmap"), keys.contract_prefix(u, e, "gex")
+        quoted, quotes = list(self.quoted), list(self.quotes)
+        cids, events = [], []
+        for cid, flat in zip(self.cids, self.events, strict=True):
+            if len(flat) == QUOTE_VALUES and flat[0] == QUOTE:
+                _, bid, ask, bid_size, ask_size, ts, q = flat
+                quoted.append(cid)
+                quotes += (_text(bid), _text(ask), str(bid_size), str(ask_size), str(ts), str(q))
+            else:
+                cids.append(cid)
+                events.append(flat)
+        call_keys = [keys.dirty_contracts(u, e), keys.heatmap_counters(u, e), keys.ingest_chain(u),
+                     *(hm + cid for cid in quoted)]  # fmt: skip
+        for cid in cids:
+            call_keys += (hm + cid, gx + cid)
+        return call_keys, [max_quote_age_ms, "", "", len(quoted), *quotes, *cids, orjson.dumps(events)]
 
 
 def _text(price: Any) -> str:
@@ -198,7 +198,7 @@ class Batch:
 
     def script_calls(self, max_quote_age_ms: int) -> ScriptCalls:
         """``(KEYS, ARGV)`` of every ``ingest_batch.lua`` call of the batch (one per epoch with events)."""
-        return [(call.keys(), call.args(max_quote_age_ms)) for call in self.calls if call.cids or call.quoted]
+        return [call.script_call(max_quote_age_ms) for call in self.calls if call.cids or call.quoted]
 
 
 class BatchBuilder:
@@ -350,22 +350,18 @@ class BatchBuilder:
                     if call is None:
                         call = calls[(underlying, epoch)] = EpochCall(underlying, epoch)
                     last_calls.append(call)
-            if quote is None:
-                for call in last_calls:
-                    call.cids.append(cid)
-                    call.events.append(flat)
-                continue
-            _, bid, ask, bid_size, ask_size, ts, q = quote
-            if flat:  # after a trade
-                flat += (QUOTE, repr(bid), repr(ask), str(bid_size), str(ask_size), str(ts), str(q))
-                for call in last_calls:
-                    call.cids.append(cid)
-                    call.events.append(flat)
-            else:  # the contract's only event: the script's section of plain arguments
+            if quote is not None:
+                _, bid, ask, bid_size, ask_size, ts, q = quote
                 text = (repr(bid), repr(ask), str(bid_size), str(ask_size), str(ts), str(q))
-                for call in last_calls:
-                    call.quoted.append(cid)
-                    call.quotes += text
+                if not flat:  # the contract's only event: the script's section of plain arguments
+                    for call in last_calls:
+                        call.quoted.append(cid)
+                        call.quotes += text
+                    continue
+                flat += (QUOTE, *text)  # after a trade
+            for call in last_calls:
+                call.cids.append(cid)
+                call.events.append(flat)
         self._touched = []
         self.sequence.trim()
 

@@ -53,7 +53,7 @@ from fabric.redis_client import pubsub_for
 from fabric.scripts import eval_many, pack_calls, read_replies, script_source
 from fabric.settings import Settings
 from fabric.topology import NEW_YORK
-from ingest.batch import EXPECT_ARG, MARK_ARG, Batch, BatchBuilder, ScriptCalls, SequenceFilter, Universe
+from ingest.batch import CHAIN_KEY, EXPECT_ARG, MARK_ARG, Batch, BatchBuilder, ScriptCalls, SequenceFilter, Universe
 from ingest.connection import AuthFailed, FeedConnection
 from ingest.record import recorder_from_settings
 from ingest.subscriptions import plan_options, plan_spot, rank_for_quotes, spot_symbols
@@ -150,7 +150,6 @@ class _Sent:
     batch: Batch
     calls: ScriptCalls
     recv_times: list[int]
-    chains: list[str]  # the chain key of each call
     landed: list[bool] = field(default_factory=list)
     read: bool = False  # its replies were read (after a failure: those of the calls that landed are counted)
 
@@ -382,14 +381,11 @@ class IngestService:
     def _chain(self, batch: Batch, calls: ScriptCalls, recv_times: list[int]) -> _Sent:
         """Give each call a new mark and, if an earlier call of its underlying is unanswered, that call's
         mark to check (the script's chain)."""
-        chains = []
         for call_keys, args in calls:
-            chain = call_keys[2]
-            mark = self._new_mark()
+            chain, mark = call_keys[CHAIN_KEY], self._new_mark()
             args[EXPECT_ARG], args[MARK_ARG] = self._unanswered.get(chain, ""), mark
             self._unanswered[chain] = mark
-            chains.append(chain)
-        return _Sent(batch, calls, recv_times, chains, [False] * len(calls))
+        return _Sent(batch, calls, recv_times, [False] * len(calls))
 
     def _new_mark(self) -> str:
         return f"{self._token}:{next(self._marks)}"
@@ -403,15 +399,16 @@ class IngestService:
             if isinstance(reply, Exception):
                 failure = failure or reply
             elif index < len(item.calls):
+                call_keys, args = item.calls[index]
+                chain = call_keys[CHAIN_KEY]
                 if reply[7] != 1:
                     self.stats.counters["chain_refused"] += 1
-                    failure = failure or _ChainRefused(f"a call of {item.chains[index]} was refused: the call "
-                                                       "before it had not landed")  # fmt: skip
+                    failure = failure or _ChainRefused(f"a call of {chain} was refused: the call before it had "
+                                                       "not landed")  # fmt: skip
                     continue
                 self._count_reply(reply)
                 item.landed[index] = True
-                chain = item.chains[index]
-                if self._unanswered.get(chain) == item.calls[index][1][MARK_ARG]:
+                if self._unanswered.get(chain) == args[MARK_ARG]:
                     del self._unanswered[chain]
         return failure
 
@@ -438,7 +435,7 @@ class IngestService:
         await self._recover(sent, failure)
 
     def _count_reply(self, reply: list) -> None:
-        quotes, trades, stale, missing, buys, sells, bad = reply[:7]
+        quotes, trades, stale, missing, buys, sells, bad, _, corrupt = reply
         c = self.stats.counters
         c["quotes_applied"] += quotes
         c["trades_applied"] += trades
@@ -451,7 +448,6 @@ class IngestService:
         if bad:
             c["bad_counters"] += bad
             log.error("%d stored counters are not integers: left unchanged", bad)
-        corrupt = reply[8] if len(reply) > 8 else 0
         if corrupt:
             c["corrupt_contracts"] += corrupt
             log.error("%d contracts skipped: a key of the wrong type or a GEX volume that is not an integer", corrupt)
@@ -485,14 +481,16 @@ class IngestService:
             try:
                 if pending:
                     replies = await eval_many(self.redis, "ingest_batch", pending, errors_in_place=True)
-                    failed = [(call, reply) for call, reply in zip(pending, replies, strict=True)
-                              if isinstance(reply, Exception)]  # fmt: skip
-                    for reply in replies:
-                        if not isinstance(reply, Exception):
+                    left, errors = [], []
+                    for call, reply in zip(pending, replies, strict=True):
+                        if isinstance(reply, Exception):
+                            left.append(call)
+                            errors.append(reply)
+                        else:
                             self._count_reply(reply)
-                    pending = [call for call, _ in failed]
-                    if failed:
-                        raise failed[0][1]
+                    pending = left
+                    if errors:
+                        raise errors[0]
                 if spot_calls:
                     await eval_many(self.redis, "set_spot", spot_calls)
                 return

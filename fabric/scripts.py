@@ -8,7 +8,9 @@ runs on the node owning that slot: redis-py's cluster client routes :func:`scrip
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import cache
 from pathlib import Path
 
@@ -100,30 +102,36 @@ async def eval_many(client: AsyncRedis | AsyncRedisCluster, name: str, calls: Ca
     return replies
 
 
-async def _eval_on_connection(client: AsyncRedis, name: str, calls: Calls) -> list:
-    """:func:`eval_many` on one Redis: replies in order, error replies in place; the calls answered NOSCRIPT
-    (and only those: the others landed) are sent again once the script is loaded."""
-    replies = await _pipeline(client, name, calls)
+async def _loading_on_noscript(calls: Calls, run: Callable[[Calls], Awaitable[list]],
+                               load: Callable[[], Awaitable[object]]) -> list:  # fmt: skip
+    """``run(calls)``'s replies; the calls answered NOSCRIPT (a restarted or flushed Redis) — and only those:
+    the others landed — are run again after ``load()``. Still NOSCRIPT after that: in place, as any other
+    error reply."""
+    replies = await run(calls)
     missing = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
     if missing:
-        await client.script_load(script_source(name))
-        again = await _pipeline(client, name, [calls[index] for index in missing])
-        for index, reply in zip(missing, again, strict=True):
+        await load()
+        for index, reply in zip(missing, await run([calls[index] for index in missing]), strict=True):
             replies[index] = reply
     return replies
 
 
-async def _pipeline(client: AsyncRedis, name: str, calls: Calls) -> list:
-    """``calls`` in one write on one pooled connection; every reply, error replies in place."""
-    connection = await client.connection_pool.get_connection()
-    try:
-        await connection.send_packed_command([pack_calls(name, calls)], check_health=False)
-        return await read_replies(connection, len(calls))
-    except BaseException:
-        await connection.disconnect()
-        raise
-    finally:
-        await client.connection_pool.release(connection)
+async def _eval_on_connection(client: AsyncRedis, name: str, calls: Calls) -> list:
+    """:func:`eval_many` on one Redis: each run in one write on one pooled connection, error replies in
+    place."""
+
+    async def run(part: Calls) -> list:
+        connection = await client.connection_pool.get_connection()
+        try:
+            await connection.send_packed_command([pack_calls(name, part)], check_health=False)
+            return await read_replies(connection, len(part))
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            await client.connection_pool.release(connection)
+
+    return await _loading_on_noscript(calls, run, lambda: client.script_load(script_source(name)))
 
 
 async def _eval_many_cluster(client: AsyncRedisCluster, name: str, calls: Calls) -> list:
@@ -148,25 +156,30 @@ async def _eval_many_cluster(client: AsyncRedisCluster, name: str, calls: Calls)
 
 
 async def _eval_on_node(node: ClusterNode, name: str, calls: Calls) -> list:
-    """Pipeline ``calls`` on one connection of a cluster node, error replies in place; the calls answered
-    NOSCRIPT (a restarted or flushed node) are sent again once the script is loaded there."""
-    replies: list = [None] * len(calls)
-    todo = list(range(len(calls)))
-    for attempt in range(2):
-        connection: Connection = node.acquire_connection()
-        try:
-            if attempt:  # the node answered NOSCRIPT: load the script first
-                await connection.send_command("SCRIPT", "LOAD", script_source(name))
-                await connection.read_response()
-            await connection.send_packed_command([pack_calls(name, [calls[i] for i in todo])], check_health=False)
-            for index, reply in zip(todo, await read_replies(connection, len(todo)), strict=True):
-                replies[index] = reply
-            todo = [index for index in todo if isinstance(replies[index], NoScriptError)]
-            if not todo:
-                return replies
-        except BaseException:
-            await connection.disconnect()
-            raise
-        finally:
-            node.release(connection)
-    return replies  # still NOSCRIPT after loading it: in place, as any other error reply
+    """Pipeline ``calls`` on one connection of a cluster node, error replies in place (the script is loaded
+    there on NOSCRIPT)."""
+
+    async def run(part: Calls) -> list:
+        async with _node_connection(node) as connection:
+            await connection.send_packed_command([pack_calls(name, part)], check_health=False)
+            return await read_replies(connection, len(part))
+
+    async def load() -> None:
+        async with _node_connection(node) as connection:
+            await connection.send_command("SCRIPT", "LOAD", script_source(name))
+            await connection.read_response()
+
+    return await _loading_on_noscript(calls, run, load)
+
+
+@contextlib.asynccontextmanager
+async def _node_connection(node: ClusterNode) -> AsyncIterator[Connection]:
+    """A connection of ``node``, disconnected if anything fails while it is used, released afterwards."""
+    connection: Connection = node.acquire_connection()
+    try:
+        yield connection
+    except BaseException:
+        await connection.disconnect()
+        raise
+    finally:
+        node.release(connection)

@@ -14,6 +14,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+import redis
 from redis.asyncio.cluster import RedisCluster as AsyncClusterClient
 from redis.cluster import RedisCluster as ClusterClient
 from redis.exceptions import RedisClusterException
@@ -192,6 +193,12 @@ def test_eval_many_groups_calls_by_node_and_keeps_their_order(rc: ClusterClient,
             expected.append(n)
     replies = asyncio.run(_eval(cluster, calls))
     assert [reply[1] for reply in replies] == expected
+    for index in range(len(cluster.ports)):  # every node restarted, as it were: the script is loaded again
+        node = redis.Redis.from_url(cluster.node_url(index))
+        node.script_flush()
+        node.close()
+    replies = asyncio.run(_eval(cluster, calls))  # the same trades: dropped by sequence number, each once
+    assert [reply[:3] for reply in replies] == [[0, 0, n] for n in expected]
 
 
 def test_a_batch_or_script_across_slots_is_refused(rc: ClusterClient) -> None:

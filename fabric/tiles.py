@@ -81,7 +81,6 @@ class EpochLayout:
     # By tile slot — the rank of a tile among those holding contracts (tile order): its record in the tiles
     # string, its part of the view. Arrays, so a run finds its tiles' record runs without a loop per tile.
     slot_tiles: list[int]  # tile slot -> tile
-    tile_slot: dict[int, int]  # tile -> tile slot
     raw_slot_of: dict[bytes, int]  # contract id's bytes (as the dirty set comes back) -> its tile's slot
     first: np.ndarray  # tile slot -> its first counter record (its calls', then its puts')
     calls: np.ndarray  # tile slot -> its calls
@@ -152,7 +151,7 @@ def read_layout(r: Redis, underlying: str, epoch: str) -> EpochLayout | None:
             prefixes[slot] = cell_prefix(expiries[expiry_index], bucket_lower_strike(bucket, bucket_width))
             visible[slot] = True
     layout = EpochLayout(expiries, bucket_first, bucket_count, bucket_width, tile_of, members, orjson.dumps(axes),
-                         all(len(cids) < MAX_SUMMED_MEMBERS for cids in members.values()), slot_tiles, tile_slot,
+                         all(len(cids) < MAX_SUMMED_MEMBERS for cids in members.values()), slot_tiles,
                          {cid.encode(): tile_slot[tile] for cid, tile in tile_of.items()}, first, calls, puts,
                          prefixes, visible)  # fmt: skip
     _layouts[(underlying, epoch)] = layout
@@ -272,8 +271,7 @@ def load_board(r: Redis, underlying: str, epoch: str, layout: EpochLayout) -> Ti
         return board
     stored_version, tiles = read_tiles(r, underlying, epoch, layout)
     records = pack_tiles(tiles[tile] for tile in layout.slot_tiles)
-    board = TileBoard(stored_version, _cell_parts(layout, [tiles[tile].counters() for tile in layout.slot_tiles]),
-                      bytearray(records))  # fmt: skip
+    board = TileBoard(stored_version, _cell_parts(layout, np.frombuffer(records, dtype="<i8")), bytearray(records))
     _boards[(underlying, epoch)] = board
     return board
 

@@ -244,30 +244,42 @@ def decompose(
     )
 
 
-#: Field order of a new contract's heatmap hash: structure, then the seed quote and last trade. The live
-#: counters (flow, buy_premium, sell_premium, volume, trades) start absent, which readers take as zero.
+#: Field order of a new contract's heatmap hash. A small hash is a listpack that Redis searches from the front
+#: for every field a command names, so the fields ingest reads and writes on every event come first: the
+#: quote and its sequence number (a quote-only contract's whole work), then what a trade reads and writes —
+#: the trade sequence, multiplier, slot, the live counters, the last trade — and the structure last. The
+#: sequence numbers and the live counters (flow, buy and sell premium, volume, trades) start at "0", which
+#: every reader takes as it took their absence: nothing seen, nothing counted (created here, they keep
+#: their place at the front; written first by ingest, they would be appended behind the structure).
 HEATMAP_FIELDS = (
-    "strike",
-    "expiry",
-    "cp",
-    "tile",
-    "slot",
-    "multiplier",
+    "quote_q",
     "bid",
     "ask",
     "bid_size",
     "ask_size",
     "quote_ts_ms",
+    "trade_q",
+    "multiplier",
+    "slot",
+    "flow_micro",
+    "buy_micro",
+    "sell_micro",
+    "volume",
+    "trades",
     "last_price",
     "last_trade_ts_ms",
+    "strike",
+    "expiry",
+    "cp",
+    "tile",
 )
-#: Field order of a new contract's GEX hash.
+#: Field order of a new contract's GEX hash (volume first: ingest adds to it on every trade).
 GEX_FIELDS = (
+    "volume",
     "strike",
     "expiry",
     "expiry_ts",
     "cp",
-    "volume",
     "oi",
     "multiplier",
     "iv",
@@ -291,19 +303,26 @@ def number_text(value: float | int | None) -> str:
 def heatmap_values(row: ContractRow, tile: int, slot: int) -> list[str]:
     """Values for :data:`HEATMAP_FIELDS`; "" means missing (not written)."""
     return [
-        format_strike(row.spec.strike_milli),
-        row.spec.expiry.isoformat(),
-        row.spec.cp,
-        str(tile),
-        str(slot),
-        str(row.multiplier),
+        "0",
         number_text(row.bid),
         number_text(row.ask),
         number_text(row.bid_size),
         number_text(row.ask_size),
         number_text(row.quote_ts_ms),
+        "0",
+        str(row.multiplier),
+        str(slot),
+        "0",
+        "0",
+        "0",
+        "0",
+        "0",
         number_text(row.last_price),
         number_text(row.last_trade_ts_ms),
+        format_strike(row.spec.strike_milli),
+        row.spec.expiry.isoformat(),
+        row.spec.cp,
+        str(tile),
     ]
 
 
@@ -323,11 +342,11 @@ def gex_static_values(row: ContractRow) -> list[str]:
 def gex_values(row: ContractRow) -> list[str]:
     """Values for :data:`GEX_FIELDS`; "" means missing (not written)."""
     return [
+        str(row.day_volume),
         format_strike(row.spec.strike_milli),
         row.spec.expiry.isoformat(),
         str(row.settle_ms),
         row.spec.cp,
-        str(row.day_volume),
         *gex_static_values(row),
     ]
 

@@ -9,6 +9,7 @@ from chain.store import write_decomposition
 from fabric import keys
 from fabric.epochs import accept_epoch, active_epoch, epoch_state, live_epochs, promote_epoch, promote_ready_epochs
 from fabric.scripts import script
+from models.heatmap import COUNTERS
 from tests.support.chains import chain_rows
 
 E1, E2, E3 = date(2030, 1, 18), date(2030, 2, 15), date(2030, 3, 15)
@@ -42,8 +43,13 @@ def test_new_topology_writes_a_complete_warming_epoch(r: redis.Redis) -> None:
     for cid in dec.contract_ids:
         hm = r.hgetall(keys.contract("SPY", e, "heatmap", cid))
         gx = r.hgetall(keys.contract("SPY", e, "gex", cid))
-        assert "flow" not in hm and hm["bid"] == "1.0" and "oi" not in hm  # counters start absent (= 0)
-        assert gx["oi"] == "1000" and gx["iv"] == "0.2" and "bid" not in gx
+        assert hm["bid"] == "1.0" and "oi" not in hm
+        # sequence numbers and live counters start at "0"; the fields ingest touches on every event come first
+        # in the hash (Redis searches a small hash from the front), the structure last
+        assert [hm[f] for f in ("quote_q", "trade_q", *COUNTERS)] == ["0"] * 7
+        assert list(hm)[:6] == ["quote_q", "bid", "ask", "bid_size", "ask_size", "quote_ts_ms"]
+        assert list(hm)[-4:] == ["strike", "expiry", "cp", "tile"]
+        assert gx["oi"] == "1000" and gx["iv"] == "0.2" and "bid" not in gx and next(iter(gx)) == "volume"
     assert live_epochs(r, "SPY") == [e]
     assert active_epoch(r, "SPY") is None
     message = pubsub.get_message(timeout=2)

@@ -1,9 +1,11 @@
 """Turn frames into one Lua call per live epoch — pure, no I/O.
 
-:class:`BatchBuilder` makes one pass over the parsed events of each frame: validate, resolve, filter by
-sequence and conflate, straight from the decoded JSON objects (the hot path of ingest: no object per
-event). An event that is not plainly valid goes through :func:`ingest.decode.decode_event`, which counts
-the reason it is rejected, so the fast path only decides the common case and rejects stay exact.
+:class:`BatchBuilder` makes one pass over the events of each frame: validate, resolve, filter by sequence
+and conflate (the hot path of ingest). A frame of plain quotes and trades only — the common case — is
+decoded and checked in one go by msgspec into small structs (its bounds are decode_event's); any other
+frame is parsed by orjson and each event decided on its own: an event that is not plainly valid goes
+through :func:`ingest.decode.decode_event`, which counts the reason it is rejected, so the fast paths only
+decide the common case and rejects stay exact.
 
 - **Resolution.** A ticker maps to its contract id and to every live epoch (active and warming) that holds
   it, through a :class:`Universe` built from Redis whenever the live epochs change. A ticker no live
@@ -32,8 +34,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import orjson
 
 from fabric import keys
@@ -146,6 +149,42 @@ def _text(price: Any) -> str:
     return price if isinstance(price, str) else repr(float(price))
 
 
+# The typed fast path of a frame: msgspec decodes a frame of plain quotes and trades straight into these
+# structs, checking in C every bound the plain case needs (the same as decode_event's: prices finite and in
+# range — an integer price is taken as its float, as decode_event does —, sizes integers in range, time and
+# sequence non-negative integers, a non-empty symbol). A frame with anything else in it (another event type,
+# a missing field, a wrong type, a bound broken, malformed JSON) fails to decode as a whole and takes the
+# general path, where every event is decided and every reject counted as before; so does a trade over the
+# notional bound (checked in Python: no bound relates two fields).
+_Price0 = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_PRICE)]
+_Price = Annotated[float, msgspec.Meta(gt=0.0, le=MAX_PRICE)]
+_Size0 = Annotated[int, msgspec.Meta(ge=0, le=MAX_SIZE)]
+_Size = Annotated[int, msgspec.Meta(gt=0, le=MAX_SIZE)]
+_Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # beyond: the general path (orjson reads ≥ 2^64 as a float)
+_Symbol = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class _Q(msgspec.Struct, tag_field="ev", tag="Q", gc=False):
+    sym: _Symbol
+    bp: _Price0
+    ap: _Price0
+    bs: _Size0
+    as_: _Size0 = msgspec.field(name="as")
+    t: _Count
+    q: _Count
+
+
+class _T(msgspec.Struct, tag_field="ev", tag="T", gc=False):
+    sym: _Symbol
+    p: _Price
+    s: _Size
+    t: _Count
+    q: _Count
+
+
+_PLAIN_FRAME = msgspec.json.Decoder(list[_Q | _T])
+
+
 # The per-ticker record a SequenceFilter keeps (a list: indexing is the cheapest access in the hot loop).
 # _LAST_TRADE / _LAST_QUOTE: positions in _FLAT of the last trade and of the last quote flushed before a trade
 # (-1: none in this batch) — the values the script stores, sent as text by BatchBuilder.build.
@@ -217,6 +256,13 @@ class BatchBuilder:
 
     def add_frame(self, raw: bytes | str, feed: str = "options") -> int:
         """Add the events of one frame from ``feed``; returns its latest event time, ms (0 when none)."""
+        if feed == "options":
+            try:
+                plain = _PLAIN_FRAME.decode(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
+                pass  # not a frame of plain quotes and trades only: the general path decides every event
+            else:
+                return self.add_events(plain)
         scratch = Decoded()
         events = parse_frame(raw, scratch)
         if events is None:
@@ -231,7 +277,8 @@ class BatchBuilder:
         return self.add_events(events)
 
     def add_events(self, events: list[Any]) -> int:
-        """Add parsed option events (JSON objects in Massive's shape); returns the latest event time, ms."""
+        """Add parsed option events (JSON objects in Massive's shape, or the typed fast path's structs, already
+        checked); returns the latest event time, ms."""
         contracts = self.universe.contracts
         records = self.sequence.records
         token = self._token
@@ -240,25 +287,39 @@ class BatchBuilder:
         conflated = dropped = 0
         max_ts = 0
         for event in events:
-            # The plain case, decided inline; anything else is decided (and counted) by decode_event.
-            try:
-                kind, sym, ts, q = event["ev"], event["sym"], event["t"], event["q"]
-                if kind == "Q":
-                    a, b, c, d = event["bp"], event["ap"], event["bs"], event["as"]
+            cls = type(event)
+            if cls is _Q:  # the typed fast path: msgspec checked every bound
+                kind, sym, a, b, c, d, ts, q = "Q", event.sym, event.bp, event.ap, event.bs, event.as_, event.t, event.q
+                plain = True
+            elif cls is _T:
+                kind, sym, a, b, ts, q = "T", event.sym, event.p, event.s, event.t, event.q
+                plain = a * b <= MAX_NOTIONAL
+                if not plain:  # decode_event counts the reject
+                    event = {"ev": "T", "sym": sym, "p": a, "s": b, "t": ts, "q": q}
+            else:
+                # A parsed JSON object: the plain case decided inline; anything else is decided (and counted) by
+                # decode_event.
+                try:
+                    kind, sym, ts, q = event["ev"], event["sym"], event["t"], event["q"]
+                    if kind == "Q":
+                        a, b, c, d = event["bp"], event["ap"], event["bs"], event["as"]
+                        plain = (
+                            type(a) is float and type(b) is float and type(c) is int and type(d) is int
+                            and 0.0 <= a <= MAX_PRICE and 0.0 <= b <= MAX_PRICE and 0 <= c <= MAX_SIZE
+                            and 0 <= d <= MAX_SIZE
+                        )  # fmt: skip
+                    else:
+                        a, b = event["p"], event["s"]
+                        plain = (
+                            kind == "T" and type(a) is float and type(b) is int and 0.0 < a <= MAX_PRICE
+                            and 0 < b <= MAX_SIZE and a * b <= MAX_NOTIONAL
+                        )  # fmt: skip
                     plain = (
-                        type(a) is float and type(b) is float and type(c) is int and type(d) is int
-                        and 0.0 <= a <= MAX_PRICE and 0.0 <= b <= MAX_PRICE and 0 <= c <= MAX_SIZE
-                        and 0 <= d <= MAX_SIZE
+                        plain and type(ts) is int and type(q) is int and ts >= 0 and q >= 0 and type(sym) is str
+                        and sym
                     )  # fmt: skip
-                else:
-                    a, b = event["p"], event["s"]
-                    plain = (
-                        kind == "T" and type(a) is float and type(b) is int and 0.0 < a <= MAX_PRICE
-                        and 0 < b <= MAX_SIZE and a * b <= MAX_NOTIONAL
-                    )  # fmt: skip
-                plain = plain and type(ts) is int and type(q) is int and ts >= 0 and q >= 0 and type(sym) is str and sym
-            except (KeyError, TypeError):
-                plain = False
+                except (KeyError, TypeError):
+                    plain = False
             if not plain:
                 decoded = self._decode_slow(event)
                 if decoded is None:

@@ -1,3 +1,5 @@
+import json
+
 import orjson
 
 from ingest.batch import SequenceFilter, Universe, build_batch
@@ -110,3 +112,77 @@ def test_the_frame_fast_path_counts_exactly_what_decode_frame_counts() -> None:
     e1 = next(call for call in batch.calls if call.epoch == "e1")
     assert kinds(e1) == [("Q", CID_B, 9), ("T", CID_A, 7), ("T", CID_A, 8)]  # (single quotes first)
     assert e1.unpacked()[2][2][0] == "2.0"  # an integer price becomes the float text repr gives
+
+
+def _frames():
+    """Frames of option events as Massive sends them: half of them plain quotes and trades only (in range, of
+    the right types: the typed fast path takes them), half with values or events it must not take."""
+    from hypothesis import strategies as st
+
+    def events(price, size, count, sym, other):
+        quote = st.fixed_dictionaries(
+            {"ev": st.just("Q"), "sym": sym, "bp": price, "ap": price, "bs": size, "as": size, "t": count,
+             "q": count},
+            optional={"bx": st.integers(0, 400), "ax": st.integers(0, 400)},
+        )  # fmt: skip
+        trade = st.fixed_dictionaries(
+            {"ev": st.just("T"), "sym": sym, "p": price, "s": size, "t": count, "q": count},
+            optional={"c": st.lists(st.integers(0, 300), max_size=2), "x": st.integers(0, 70)},
+        )
+        return st.lists(st.one_of(quote, trade, *other), max_size=25)
+
+    plain = events(
+        st.one_of(st.floats(0.0, 1e6), st.integers(1, 1_000_000)), st.integers(1, 10_000_000),
+        st.integers(0, 2**70), st.sampled_from([A, B, "O:QQQ251219C00650000", "garbage"]), [],
+    )  # fmt: skip
+    mixed = events(
+        st.one_of(st.floats(min_value=0.0, max_value=2e6, allow_nan=False), st.integers(-5, 2_000_000),
+                  st.just(float("inf")), st.booleans(), st.none(), st.text(max_size=3)),
+        st.one_of(st.integers(-3, 20_000_000), st.floats(0, 10), st.booleans(), st.none()),
+        st.one_of(st.integers(0, 2**70), st.integers(-3, -1), st.floats(0, 10), st.booleans()),
+        st.sampled_from([A, B, "", "O:QQQ251219C00650000", "garbage", 7]),
+        [st.just({"ev": "status", "status": "success"}), st.just({"ev": "X"}), st.just(7)],
+    )  # fmt: skip
+    return st.lists(st.one_of(plain, mixed), min_size=1, max_size=4)
+
+
+def test_the_typed_fast_path_builds_exactly_what_the_general_path_builds() -> None:
+    """A frame msgspec decodes (plain quotes and trades only) or one it refuses: the batch is the one the
+    general path (orjson + per-event checks) builds — calls, rejects, counts, latest event time."""
+    from hypothesis import given, settings
+
+    from ingest.batch import BatchBuilder
+    from ingest.decode import Decoded, parse_frame
+
+    @settings(max_examples=300, deadline=None)
+    @given(_frames())
+    def check(frames: list[list]) -> None:
+        fast, general = BatchBuilder(UNIVERSE, SequenceFilter()), BatchBuilder(UNIVERSE, SequenceFilter())
+        for events in frames:
+            raw = json.dumps(events)  # integers beyond 64 bits and Infinity too (parse_frame reads those)
+            assert fast.add_frame(raw) == general.add_events(parse_frame(raw, Decoded()))
+        a, b = fast.build(), general.build()
+        assert a.script_calls(5000) == b.script_calls(5000)
+        assert (a.rejects, a.events_in, a.quotes_conflated) == (b.rejects, b.events_in, b.quotes_conflated)
+
+    check()
+
+
+def test_a_frame_of_plain_events_takes_the_typed_fast_path() -> None:
+    """The fast path is taken (not only equivalent): a frame of plain quotes and trades is decoded by msgspec
+    into structs, a frame with one event it cannot take is not."""
+    import msgspec
+
+    from ingest.batch import _PLAIN_FRAME
+
+    good_t = {"ev": "T", "sym": A, "p": 1.05, "s": 2, "t": 5, "q": 7, "c": [1], "x": 4}
+    good_q = {"ev": "Q", "sym": B, "bp": 1.0, "ap": 1.1, "bs": 1, "as": 2, "t": 6, "q": 8, "bx": 1, "ax": 2}
+    decoded = _PLAIN_FRAME.decode(orjson.dumps([good_t, good_q]))
+    assert [(e.sym, e.q) for e in decoded] == [(A, 7), (B, 8)]
+    for bad in ({**good_q, "bp": -0.5}, {**good_t, "s": 0}, {**good_t, "p": 1e7}, {**good_q, "t": 1.5},
+                {"ev": "status", "status": "success"}, {k: v for k, v in good_q.items() if k != "q"}):  # fmt: skip
+        try:
+            _PLAIN_FRAME.decode(orjson.dumps([good_t, bad]))
+        except msgspec.ValidationError:
+            continue
+        raise AssertionError(f"the fast path took {bad}")

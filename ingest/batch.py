@@ -149,13 +149,14 @@ def _text(price: Any) -> str:
     return price if isinstance(price, str) else repr(float(price))
 
 
-# The typed fast path of a frame: msgspec decodes a frame of plain quotes and trades straight into these
-# structs, checking in C every bound the plain case needs (the same as decode_event's: prices finite and in
-# range — an integer price is taken as its float, as decode_event does —, sizes integers in range, time and
-# sequence non-negative integers, a non-empty symbol). A frame with anything else in it (another event type,
-# a missing field, a wrong type, a bound broken, malformed JSON) fails to decode as a whole and takes the
-# general path, where every event is decided and every reject counted as before; so does a trade over the
-# notional bound (checked in Python: no bound relates two fields).
+# The typed fast path of a frame: msgspec decodes an ASCII frame of plain quotes and trades straight into
+# these structs, checking in C every bound the plain case needs (the same as decode_event's: prices finite
+# and in range — an integer price is taken as its float, as decode_event does —, sizes integers in range,
+# time and sequence non-negative integers, a non-empty symbol). A frame with anything else in it (another
+# event type, a missing field, a wrong type, a bound broken, malformed JSON, nesting too deep) fails to
+# decode as a whole and takes the general path, where every event is decided and every reject counted as
+# before; a trade over the notional bound (no bound relates two fields) is checked in add_events and goes
+# to decode_event alone.
 _Price0 = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_PRICE)]
 _Price = Annotated[float, msgspec.Meta(gt=0.0, le=MAX_PRICE)]
 _Size0 = Annotated[int, msgspec.Meta(ge=0, le=MAX_SIZE)]
@@ -256,10 +257,12 @@ class BatchBuilder:
 
     def add_frame(self, raw: bytes | str, feed: str = "options") -> int:
         """Add the events of one frame from ``feed``; returns its latest event time, ms (0 when none)."""
-        if feed == "options":
+        # ASCII only (a fast scan): msgspec does not check the UTF-8 of the values it skips, which the general
+        # path counts as a malformed frame, and non-ASCII is never the plain case anyway.
+        if feed == "options" and raw.isascii():
             try:
                 plain = _PLAIN_FRAME.decode(raw)
-            except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
+            except (msgspec.DecodeError, msgspec.ValidationError, TypeError, RecursionError):
                 pass  # not a frame of plain quotes and trades only: the general path decides every event
             else:
                 return self.add_events(plain)
@@ -277,8 +280,8 @@ class BatchBuilder:
         return self.add_events(events)
 
     def add_events(self, events: list[Any]) -> int:
-        """Add parsed option events (JSON objects in Massive's shape, or the typed fast path's structs, already
-        checked); returns the latest event time, ms."""
+        """Add parsed option events (JSON objects in Massive's shape, or the typed fast path's structs: bounds
+        checked, a trade's notional checked here); returns the latest event time, ms."""
         contracts = self.universe.contracts
         records = self.sequence.records
         token = self._token

@@ -18,8 +18,9 @@
 -- contract's events, so there are as few as possible, and the values written are the strings ingest sent):
 --   a contract whose only event is one quote (about two thirds of the contracts of a busy batch: ingest
 --     conflates consecutive quotes) comes in a section of its own, as six plain arguments — no JSON to decode, one
---     key: one HGET of quote_q (this script writes quote_q only into a hash with a multiplier, so a
---     hash holding one exists; a hash without one yet: one more HGET of multiplier decides), then, if it is
+--     key: one HGET of quote_q (quote_q is only ever written beside a multiplier — by chain, "0" in the
+--     HSET that creates the hash, and by this script into a hash with a multiplier — so a hash holding one
+--     exists; a hash without one, written before chain created it: one more HGET of multiplier decides), then, if it is
 --     newer, one HSET of the quote (bid ask bid_size ask_size quote_ts_ms quote_q); other contracts with
 --     quotes only, the same: the last applied quote is written;
 --   with a trade: one HMGET (multiplier, sequence numbers, the stored quote, the counters, the slot); one

@@ -146,21 +146,55 @@ def _frames():
     return st.lists(st.one_of(plain, mixed), min_size=1, max_size=4)
 
 
+def _general_path_only(raw: bytes | str, builder) -> int:
+    """``builder.add_frame(raw)`` with the typed fast path switched off (every frame takes the general path)."""
+    from unittest import mock
+
+    import msgspec
+
+    class Refuse:
+        def decode(self, raw: bytes | str) -> None:
+            raise msgspec.ValidationError("general path only")
+
+    with mock.patch("ingest.batch._PLAIN_FRAME", Refuse()):
+        return builder.add_frame(raw)
+
+
+def _wire(events: list, how: str) -> bytes | str:
+    """A frame as it may come off the socket: text or bytes, ASCII-escaped or UTF-8, or damaged (in its first
+    object: an invalid UTF-8 byte, nesting deeper than any decoder goes, an unpaired surrogate in a str)."""
+    text = json.dumps(events, ensure_ascii=how == "ascii")  # integers beyond 64 bits and Infinity too
+    if how == "ascii":
+        return text
+    if how == "deep":
+        return text.replace("{", '{"deep": ' + "[" * 2000 + "]" * 2000 + ", ", 1)
+    if how == "surrogate":
+        return text.replace("{", '{"z": "\ud800", ', 1)
+    raw = text.encode("utf-8", "surrogatepass")
+    return raw.replace(b"{", b'{"z": "\xff", ', 1) if how == "invalid-utf8" else raw
+
+
 def test_the_typed_fast_path_builds_exactly_what_the_general_path_builds() -> None:
-    """A frame msgspec decodes (plain quotes and trades only) or one it refuses: the batch is the one the
-    general path (orjson + per-event checks) builds — calls, rejects, counts, latest event time."""
+    """Any frame — plain quotes and trades only (msgspec takes it) or not, text or bytes, non-ASCII, invalid
+    UTF-8, nested too deep: never an exception, and the batch is the one the general path (orjson + per-event
+    checks) builds — calls, rejects, counts, latest event time."""
     from hypothesis import given, settings
+    from hypothesis import strategies as st
 
     from ingest.batch import BatchBuilder
-    from ingest.decode import Decoded, parse_frame
+
+    how = st.sampled_from(["ascii", "utf8", "invalid-utf8", "deep", "surrogate"])
+    sym = st.one_of(st.sampled_from([A, B, "\ud800", "é"]), st.text(max_size=4))
 
     @settings(max_examples=300, deadline=None)
-    @given(_frames())
-    def check(frames: list[list]) -> None:
+    @given(_frames(), st.lists(how, min_size=4, max_size=4), sym)
+    def check(frames: list[list], hows: list[str], odd_sym: str) -> None:
         fast, general = BatchBuilder(UNIVERSE, SequenceFilter()), BatchBuilder(UNIVERSE, SequenceFilter())
-        for events in frames:
-            raw = json.dumps(events)  # integers beyond 64 bits and Infinity too (parse_frame reads those)
-            assert fast.add_frame(raw) == general.add_events(parse_frame(raw, Decoded()))
+        for events, wire in zip(frames, hows, strict=False):
+            if wire != "ascii" and events and isinstance(events[0], dict):
+                events = [{**events[0], "sym": odd_sym}, *events[1:]]
+            raw = _wire(events, wire)
+            assert fast.add_frame(raw) == _general_path_only(raw, general)
         a, b = fast.build(), general.build()
         assert a.script_calls(5000) == b.script_calls(5000)
         assert (a.rejects, a.events_in, a.quotes_conflated) == (b.rejects, b.events_in, b.quotes_conflated)

@@ -307,8 +307,7 @@ class IngestService:
             _raise_if_cancelling()
             batch, calls, recv_times = await self._commits.get()
             self._take_in(batch)
-            await self._commit(batch, calls)
-            self._finish(batch, recv_times)
+            self._finish(batch, recv_times, await self._commit(batch, calls))
 
     def _take_in(self, batch: Batch) -> None:
         stats = self.stats
@@ -316,11 +315,16 @@ class IngestService:
         stats.counters["events_in"] += batch.events_in
         stats.counters["quotes_conflated"] += batch.quotes_conflated
 
-    def _finish(self, batch: Batch, recv_times: list[int]) -> None:
+    def _finish(self, batch: Batch, recv_times: list[int], landed: bool) -> None:
+        """The batch is done: committed (its events count as committed, its frames' commit latency is recorded)
+        or, refused for good, dropped (its events count as dropped, never as committed)."""
         _raise_if_cancelling()
-        now_ms = time.time_ns() // 1_000_000
-        self.stats.commit_ms.extend(now_ms - recv_ms for recv_ms in recv_times)
-        self.stats.committed(batch.events_in, time.monotonic())
+        if landed:
+            now_ms = time.time_ns() // 1_000_000
+            self.stats.commit_ms.extend(now_ms - recv_ms for recv_ms in recv_times)
+            self.stats.committed(batch.events_in, time.monotonic())
+        else:
+            self.stats.counters["events_dropped"] += batch.events_in
         self._commits.task_done()
 
     async def _pipelined_committer(self) -> None:
@@ -349,8 +353,8 @@ class IngestService:
                     except (RedisError, OSError) as exc:
                         failure, in_step = exc, False
                     if failure is None:
-                        landed = sent.popleft()
-                        self._finish(landed.batch, landed.recv_times)
+                        done_item = sent.popleft()
+                        self._finish(done_item.batch, done_item.recv_times, True)
                 if failure is None and getter is not None and getter in done:
                     task, getter = getter, None
                     batch, calls, recv_times = task.result()
@@ -466,13 +470,14 @@ class IngestService:
             pending = [call for call, landed in zip(item.calls, item.landed, strict=True) if not landed]
             for _, args in pending:
                 args[EXPECT_ARG], args[MARK_ARG] = "", self._new_mark()
-            await self._commit(item.batch, pending)
+            landed = await self._commit(item.batch, pending)
             sent.popleft()
-            self._finish(item.batch, item.recv_times)
+            self._finish(item.batch, item.recv_times, landed)
 
-    async def _commit(self, batch: Batch, calls: ScriptCalls) -> None:
-        """Write ``calls`` and the batch's spot updates, retrying with backoff until they land (or Redis has
-        refused them for good :data:`MAX_REFUSALS` times); a retry sends only the calls that did not land."""
+    async def _commit(self, batch: Batch, calls: ScriptCalls) -> bool:
+        """Write ``calls`` and the batch's spot updates, retrying with backoff until they land (True) or Redis
+        has refused them for good :data:`MAX_REFUSALS` times (False: the batch is dropped — calls of other
+        epochs that landed before stay applied, whole); a retry sends only the calls that did not land."""
         spot_calls = _spot_calls(batch)
         pending = list(calls)
         delay, refused = 0.05, 0
@@ -493,7 +498,7 @@ class IngestService:
                         raise errors[0]
                 if spot_calls:
                     await eval_many(self.redis, "set_spot", spot_calls)
-                return
+                return True
             except (RedisError, OSError) as exc:
                 _raise_if_cancelling()
                 self.stats.counters["redis_errors"] += 1
@@ -502,7 +507,7 @@ class IngestService:
                     self.stats.counters["batches_dropped"] += 1
                     log.error("redis refused the batch %d times (%s: %s); dropping its %d events", refused,
                               type(exc).__name__, exc, batch.events_in)  # fmt: skip
-                    return
+                    return False
                 log.warning("redis write failed (%s: %s); retrying the batch in %.2fs", type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

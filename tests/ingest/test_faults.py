@@ -121,7 +121,8 @@ def test_redis_lost_mid_batch_is_retried_until_it_lands() -> None:
 def test_a_batch_redis_refuses_for_good_is_dropped_and_the_feed_goes_on() -> None:
     """A corrupted key of the epoch (its dirty set replaced by a string: the script refuses every call, before
     any write, with WRONGTYPE) makes every batch fail. Retrying such a batch forever would stall the feed:
-    after three refusals it is dropped, counted and logged; once the key is repaired, batches land again."""
+    after three refusals it is dropped, counted and logged — its events as dropped, never as committed; once
+    the key is repaired, batches land again."""
     with ingest_running(seed=12) as run:
         r, proc, log = run.r, run.proc, run.log
         dirty = keys.dirty_contracts(U, run.epoch)
@@ -130,6 +131,12 @@ def test_a_batch_redis_refuses_for_good_is_dropped_and_the_feed_goes_on() -> Non
         wait_for(lambda: status(r)[0].get("batches_dropped", 0) >= 2, 60, "refused batches dropped", log)
         assert proc.poll() is None, log.read_text()
         assert "dropping its" in log.read_text(errors="replace")
+        before = status(r)[0]
+        wait_for(lambda: status(r)[0].get("batches_dropped", 0) > before["batches_dropped"], 60,
+                 "one more refused batch dropped", log)  # fmt: skip
+        after = status(r)[0]
+        assert after.get("events_committed", 0) == before.get("events_committed", 0), (before, after)
+        assert after["events_dropped"] > before["events_dropped"] > 0, (before, after)
 
         r.delete(dirty)  # repaired: the feed lands again
         applied = status(r)[0].get("trades_applied", 0)

@@ -10,7 +10,9 @@ replayed from memory by a subprocess, so the frame source costs next to nothing 
   (``quotes_applied + trades_applied`` — what the Lua script really wrote; quotes conflated away inside a
   batch are *not* counted), sampled at two status updates; cross-checked against Redis itself (HSET calls
   made by the script, INFO commandstats) and, after the stream is stopped, the exact number of trades in
-  the contract hashes.
+  the contract hashes. Reported beside it, same window: the feed rate kept current — every event of a batch
+  that landed, conflated quotes included (the status hash's ``events_committed``, what ``bench.scale``
+  counts).
 - **baseline**: what a typical user writes — the official ``massive.WebSocketClient`` with a handler doing
   per-event redis-py calls (no pipeline, no Lua): a quote → HSET; a trade → HMGET bid/ask, the quote rule
   in Python, HINCRBYFLOAT flow, HINCRBY volume, HINCRBY trades, SADD dirty. Same replay file, same
@@ -48,6 +50,7 @@ from fabric.settings import Settings
 
 COMMAND = "make bench  (python -m bench ingest_throughput)"
 TARGET = "≥ 200,000 events/s and ≥ 30× baseline"
+FEED_TARGET = "report (the feed rate kept current; the row above counts only what the script wrote)"
 ROOT = Path(__file__).resolve().parent.parent
 UNDERLYING = "SPY"
 WARMUP_S = 2.0
@@ -261,6 +264,7 @@ class MmakerRun:
     events_per_s: float
     redis_hset_per_s: float
     consumed_per_s: float
+    committed_per_s: float
     conflated_share: float
     events_per_evalsha: float
     redis_us_per_event: float
@@ -310,6 +314,7 @@ def measure_mmaker(r: redis.Redis, redis_pid: int, redis_url: str, replay_file: 
         events_per_s=applied / span,
         redis_hset_per_s=(last.hset_calls - first.hset_calls) / span,
         consumed_per_s=consumed / span,
+        committed_per_s=(lc["events_committed"] - fc["events_committed"]) / span,
         conflated_share=conflated / max(1, consumed),
         events_per_evalsha=applied / calls,
         redis_us_per_event=(last.evalsha_usec - first.evalsha_usec) / max(1, applied),
@@ -445,6 +450,13 @@ def run() -> list[Result]:
         f"({base['events']:,} events in {base['window_s']:.1f} s, {base['trades']:,} trades, "
         f"{base['round_trips_per_event']:.2f} round trips/event)"
     )
+    feed_detail = (
+        f"the same run and window as 'ingest events committed/s': every event of a batch that landed (the status "
+        f"hash's events_committed — also what the scale benchmark counts), a quote conflated away by a later quote "
+        f"of its contract in the same batch included ({mm.conflated_share:.0%} of the events here); rejects and "
+        f"dropped batches excluded; {mm.consumed_per_s:,.0f} events/s taken in. The baseline writes every event "
+        f"it handles, so its figure is the same in both rows"
+    )
     lat_detail = (
         f"replay at a steady {LATENCY_RATE:,} events/s (100-event frames every 5 ms); frame receipt → commit "
         f"over the last 4,096 frames after {LATENCY_SETTLE_S:.0f} s; ingest consumed "
@@ -457,6 +469,8 @@ def run() -> list[Result]:
     return [
         Result.compare("ingest events committed/s", mm.events_per_s, "events/s", baseline, higher_is_better=True,
                        target=TARGET, command=COMMAND, detail=detail),
+        Result.compare("ingest feed events committed/s (conflated quotes included)", mm.committed_per_s, "events/s",
+                       baseline, higher_is_better=True, target=FEED_TARGET, command=COMMAND, detail=feed_detail),
         Result.compare("ingest commit latency p50 @ 20k events/s", lat["p50"], "ms", None, higher_is_better=False,
                        target="report", command=COMMAND, detail=lat_detail),
         Result.compare("ingest commit latency p99 @ 20k events/s", lat["p99"], "ms", None, higher_is_better=False,

@@ -316,8 +316,9 @@ class IngestService:
         stats.counters["quotes_conflated"] += batch.quotes_conflated
 
     def _finish(self, batch: Batch, recv_times: list[int], landed: bool) -> None:
-        """The batch is done: committed (its events count as committed, its frames' commit latency is recorded)
-        or, refused for good, dropped (its events count as dropped, never as committed)."""
+        """The batch is done: committed (every script call landed: its events count as committed, its frames'
+        commit latency is recorded) or not wholly (a call refused for good: its events count as dropped, never
+        as committed — those of its other calls that landed included; the applied counters have those)."""
         _raise_if_cancelling()
         if landed:
             now_ms = time.time_ns() // 1_000_000
@@ -475,9 +476,12 @@ class IngestService:
             self._finish(item.batch, item.recv_times, landed)
 
     async def _commit(self, batch: Batch, calls: ScriptCalls) -> bool:
-        """Write ``calls`` and the batch's spot updates, retrying with backoff until they land (True) or Redis
-        has refused them for good :data:`MAX_REFUSALS` times (False: the batch is dropped — calls of other
-        epochs that landed before stay applied, whole); a retry sends only the calls that did not land."""
+        """Write ``calls`` and the batch's spot updates, retrying with backoff until they land or Redis has
+        refused them for good :data:`MAX_REFUSALS` times (the batch is then dropped: counted and logged); a
+        retry sends only what did not land. True when every script call of the batch landed (its events are
+        committed — a spot update refused for good does not change that); False when one did not (calls of
+        other epochs or underlyings that landed stay applied, whole, and are counted in the applied counters;
+        the batch's events count as dropped)."""
         spot_calls = _spot_calls(batch)
         pending = list(calls)
         delay, refused = 0.05, 0
@@ -505,9 +509,10 @@ class IngestService:
                 refused += _refused_for_good(exc)
                 if refused >= MAX_REFUSALS:  # Redis answered, and keeps refusing: retrying would stall the feed
                     self.stats.counters["batches_dropped"] += 1
-                    log.error("redis refused the batch %d times (%s: %s); dropping its %d events", refused,
-                              type(exc).__name__, exc, batch.events_in)  # fmt: skip
-                    return False
+                    what = f"its {batch.events_in} events" if pending else "its spot updates (its events landed)"
+                    log.error("redis refused the batch %d times (%s: %s); dropping %s", refused, type(exc).__name__,
+                              exc, what)  # fmt: skip
+                    return not pending
                 log.warning("redis write failed (%s: %s); retrying the batch in %.2fs", type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -21,6 +21,7 @@ from fabric.scripts import script_source
 from fabric.settings import Settings
 from ingest import service as service_module
 from ingest.batch import Batch, EpochCall
+from ingest.decode import SpotTick
 from ingest.service import IngestConfig, IngestService
 from models.heatmap import RECORD_BYTES
 from tests.support.servers import RedisServer
@@ -41,14 +42,15 @@ def seed(r: redis.Redis) -> None:
         r.set(keys.heatmap_counters(u, E), bytes(RECORD_BYTES))
 
 
-def batch(q: int) -> tuple[Batch, list, list[int]]:
-    """One trade (size 2, at the ask: a buy) of each underlying's contract, sequence number ``q``."""
+def batch(q: int, spot: bool = False) -> tuple[Batch, list, list[int]]:
+    """One trade (size 2, at the ask: a buy) of each underlying's contract, sequence number ``q`` (and, with
+    ``spot``, a SPY spot tick)."""
     calls = []
     for u, cid in CONTRACTS.items():
         call = EpochCall(u, E)
         call.add(cid, "T", "1.20", 2, NOW + q, q)
         calls.append(call)
-    made = Batch(calls, {}, Counter(), len(calls), 0)
+    made = Batch(calls, {"SPY": SpotTick("SPY", 650.0, NOW + q)} if spot else {}, Counter(), len(calls), 0)
     return made, made.script_calls(60_000), [0]
 
 
@@ -106,3 +108,46 @@ def test_a_refused_underlying_is_retried_in_order_and_nothing_is_lost_or_counted
     # depth 2: the second batch was sent before the first one's refusal came back; its SPY call named the
     # first one's mark and was refused, its QQQ call landed (and was counted, not sent again)
     assert counters["chain_refused"] == (1 if depth == 2 else 0)
+
+
+async def commit_refused_for_good(url: str, depth: int, spot: bool) -> Counter:
+    """Feed three batches to a committer while a key stays corrupted (never repaired); the counters."""
+    client = AsyncRedis.from_url(url)
+    service = IngestService(dataclasses.replace(Settings.from_env({}), redis_url=url), client,
+                            IngestConfig(pipeline_depth=depth))  # fmt: skip
+    for name in ("ingest_batch", "set_spot"):
+        await client.script_load(script_source(name))
+    committer = asyncio.create_task(service._committer())
+    try:
+        for q in range(10, 13):
+            await service._commits.put(batch(q, spot))
+        await asyncio.wait_for(service._commits.join(), 60)
+    finally:
+        committer.cancel()
+        await asyncio.gather(committer, return_exceptions=True)
+        await client.aclose()
+    return service.stats.counters
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_a_batch_refused_for_good_counts_its_events_as_dropped_unless_only_its_spot_update_was_refused(
+    redis_server: RedisServer, r: redis.Redis, depth: int
+) -> None:
+    """events_committed counts the events of batches whose every script call landed: a batch with a call
+    refused for good is dropped (its events in events_dropped — the calls of other underlyings that landed
+    stay applied and counted as applied); a batch whose only refused write is its spot update is committed."""
+    seed(r)
+    r.set(keys.dirty_contracts("SPY", E), "corrupted")  # every SPY call refused, for good; QQQ's land
+    counters = asyncio.run(commit_refused_for_good(redis_server.url_db(0), depth, spot=False))
+    assert counters["batches_dropped"] == 3 and counters["events_dropped"] == 6, counters
+    assert counters["events_committed"] == 0 and counters["trades_applied"] == 3, counters
+    assert r.hget(keys.contract("QQQ", E, "heatmap", CONTRACTS["QQQ"]), "trades") == "3"
+
+    r.flushdb()
+    seed(r)
+    r.set(keys.spot("SPY"), "corrupted")  # set_spot refused, for good; every option call lands
+    counters = asyncio.run(commit_refused_for_good(redis_server.url_db(0), depth, spot=True))
+    assert counters["batches_dropped"] == 3 and counters["events_dropped"] == 0, counters
+    assert counters["events_committed"] == 6 and counters["trades_applied"] == 6, counters
+    for u, cid in CONTRACTS.items():
+        assert r.hget(keys.contract(u, E, "heatmap", cid), "trades") == "3", u

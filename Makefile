@@ -21,6 +21,7 @@ run: $(STAMP)
 test: $(STAMP) chromium
 	@command -v redis-server >/dev/null || { echo "redis-server not found: the tests start their own. Install Redis (Debian: apt-get install redis-server)"; exit 1; }
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest
 
 # The dashboard's browser test drives Debian's Chromium with Playwright (no browser download is possible).

@@ -298,7 +298,7 @@ def encode_cells(sums: np.ndarray, prefixes: np.ndarray, visible: np.ndarray | N
     if len(rows):
         parts[rows] = encoded
     for row in np.flatnonzero(big).tolist():
-        parts[row] = prefixes[row][:-len(b'"net_flow":')] + orjson.dumps(Tile(*sums[row].tolist()).to_view())[1:-1]
+        parts[row] = prefixes[row][: -len(b'"net_flow":')] + orjson.dumps(Tile(*sums[row].tolist()).to_view())[1:-1]
     return parts.tolist()
 
 

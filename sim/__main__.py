@@ -26,14 +26,26 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--clock", default="now", help="'now' or an ISO-8601 start instant")
     ap.add_argument("--topology-every-s", type=float, default=None, help="cycle topology changes every S s")
     ap.add_argument("--page-delay-ms", type=int, default=0, help="delay every snapshot page")
-    ap.add_argument("--fault", action="append", default=[], metavar="KIND[:COUNT[:AFTER_PAGES]]",
-                    help="429|500|slow|break|invalid_json|repeat_cursor (repeatable)")
-    ap.add_argument("--replay", default=None, metavar="DIR",
-                    help="replay a recording (MMAKER_RECORD_DIR) instead of simulating a market")
+    ap.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KIND[:COUNT[:AFTER_PAGES]]",
+        help="429|500|slow|break|invalid_json|repeat_cursor (repeatable)",
+    )
+    ap.add_argument(
+        "--replay",
+        default=None,
+        metavar="DIR",
+        help="replay a recording (MMAKER_RECORD_DIR) instead of simulating a market",
+    )
     ap.add_argument("--speed", default="1", type=parse_speed, help="replay pace: a factor of the recorded pace, or max")
-    ap.add_argument("--replay-start", default="auto", choices=START_MODES,
-                    help="auto: --replay-wait-s after the first options subscription; now; "
-                         "admin: on GET /admin/replay/start")
+    ap.add_argument(
+        "--replay-start",
+        default="auto",
+        choices=START_MODES,
+        help="auto: --replay-wait-s after the first options subscription; now; admin: on GET /admin/replay/start",
+    )
     ap.add_argument("--replay-wait-s", type=float, default=3.0)
     ap.add_argument("--log-level", default="WARNING")
     return ap
@@ -47,10 +59,15 @@ def config_from_args(argv: list[str] | None = None) -> SimConfig:
 def config_from_namespace(args: argparse.Namespace) -> SimConfig:
     """Build a :class:`SimConfig` from parsed arguments."""
     return SimConfig(
-        host=args.host, port=args.port, seed=args.seed,
+        host=args.host,
+        port=args.port,
+        seed=args.seed,
         underlyings=tuple(u.strip().upper() for u in args.underlyings.split(",") if u.strip()),
-        api_key=args.api_key, tick_rate=args.tick_rate, clock=parse_clock(args.clock),
-        topology_every_s=args.topology_every_s, page_delay_ms=args.page_delay_ms,
+        api_key=args.api_key,
+        tick_rate=args.tick_rate,
+        clock=parse_clock(args.clock),
+        topology_every_s=args.topology_every_s,
+        page_delay_ms=args.page_delay_ms,
         faults=tuple(parse_fault(f) for f in args.fault),
     )
 

@@ -102,9 +102,7 @@ class Chain:
         """The distinct listed expiries."""
         seen = {
             (r, d, a)
-            for r, d, a in zip(
-                self.cols["root"], self.cols["expiry"].tolist(), self.cols["am"].tolist(), strict=True
-            )
+            for r, d, a in zip(self.cols["root"], self.cols["expiry"].tolist(), self.cols["am"].tolist(), strict=True)
         }
         return sorted(Expiry(d, r, a) for r, d, a in seen)
 
@@ -124,7 +122,8 @@ class Chain:
             self._listed_day = today
             listed = set(self.expiries())
             fresh = [
-                e for e in schedule(today, self.product.short_root, self.product.monthly_root)
+                e
+                for e in schedule(today, self.product.short_root, self.product.monthly_root)
                 if e not in listed and e not in self.removed and e.settle_ns > now_ns
             ]
             for expiry in fresh:
@@ -308,11 +307,23 @@ class Chain:
             return np.concatenate([trade_part, quote_part])[order]
 
         return EventBatch(
-            underlying=self.product.underlying, version=self.version, tickers=c["ticker"], kind=kind[order],
-            idx=cat(t_idx, q_idx), t_ms=t_ns[order] // 1_000_000, q=q,
-            price=cat(px, zf), size=cat(size, zi), exch=cat(exch, zi), cond=cat(cond, zi),
-            bid=cat(tf, bid), ask=cat(tf, ask), bid_size=cat(ti, bs), ask_size=cat(ti, as_),
-            bx=cat(ti, bx), ax=cat(ti, ax),
+            underlying=self.product.underlying,
+            version=self.version,
+            tickers=c["ticker"],
+            kind=kind[order],
+            idx=cat(t_idx, q_idx),
+            t_ms=t_ns[order] // 1_000_000,
+            q=q,
+            price=cat(px, zf),
+            size=cat(size, zi),
+            exch=cat(exch, zi),
+            cond=cat(cond, zi),
+            bid=cat(tf, bid),
+            ask=cat(tf, ask),
+            bid_size=cat(ti, bs),
+            ask_size=cat(ti, as_),
+            bx=cat(ti, bx),
+            ax=cat(ti, ax),
         )
 
     def _sample(self, weights: np.ndarray, n: int) -> np.ndarray:

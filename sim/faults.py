@@ -42,9 +42,7 @@ class Faults:
         """Arm a fault; raises ValueError for an unknown kind."""
         if spec.kind not in KINDS:
             raise ValueError(f"unknown fault kind {spec.kind!r}; expected one of {', '.join(KINDS)}")
-        self._faults.append(
-            ActiveFault(spec.kind, spec.count, spec.after_pages, spec.delay_ms, spec.retry_after_s)
-        )
+        self._faults.append(ActiveFault(spec.kind, spec.count, spec.after_pages, spec.delay_ms, spec.retry_after_s))
 
     def clear(self) -> None:
         """Disarm every fault."""

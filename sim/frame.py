@@ -26,8 +26,14 @@ def encode_events(batch: EventBatch, sel: np.ndarray) -> np.ndarray:
         out[tr] = [
             (T_FMT % row).encode()
             for row in zip(
-                sym[tr].tolist(), batch.exch[s].tolist(), batch.price[s].tolist(), batch.size[s].tolist(),
-                batch.cond[s].tolist(), t_ms[tr].tolist(), q[tr].tolist(), strict=True,
+                sym[tr].tolist(),
+                batch.exch[s].tolist(),
+                batch.price[s].tolist(),
+                batch.size[s].tolist(),
+                batch.cond[s].tolist(),
+                t_ms[tr].tolist(),
+                q[tr].tolist(),
+                strict=True,
             )
         ]
     qu = np.flatnonzero(kind == 1)
@@ -36,9 +42,16 @@ def encode_events(batch: EventBatch, sel: np.ndarray) -> np.ndarray:
         out[qu] = [
             (Q_FMT % row).encode()
             for row in zip(
-                sym[qu].tolist(), batch.bx[s].tolist(), batch.ax[s].tolist(), batch.bid[s].tolist(),
-                batch.ask[s].tolist(), batch.bid_size[s].tolist(), batch.ask_size[s].tolist(),
-                t_ms[qu].tolist(), q[qu].tolist(), strict=True,
+                sym[qu].tolist(),
+                batch.bx[s].tolist(),
+                batch.ax[s].tolist(),
+                batch.bid[s].tolist(),
+                batch.ask[s].tolist(),
+                batch.bid_size[s].tolist(),
+                batch.ask_size[s].tolist(),
+                t_ms[qu].tolist(),
+                q[qu].tolist(),
+                strict=True,
             )
         ]
     return out

@@ -165,8 +165,17 @@ class Market:
             self._stock_seq[p.name] += 1
             seq = self._stock_seq[p.name]
             px = round(chain.spot + 0.01 * float(chain.rng.integers(-2, 3)), 2)
-            out.stock_trades.append({
-                "ev": "T", "sym": p.name, "i": str(seq * 7 + 3), "x": int(chain.rng.choice((4, 10, 11, 12, 19, 21))),
-                "p": px, "s": int(chain.rng.geometric(0.02)), "c": [37] if chain.rng.random() < 0.5 else [],
-                "t": int(t), "q": seq, "z": 2 if p.name == "SPY" else 3,
-            })
+            out.stock_trades.append(
+                {
+                    "ev": "T",
+                    "sym": p.name,
+                    "i": str(seq * 7 + 3),
+                    "x": int(chain.rng.choice((4, 10, 11, 12, 19, 21))),
+                    "p": px,
+                    "s": int(chain.rng.geometric(0.02)),
+                    "c": [37] if chain.rng.random() < 0.5 else [],
+                    "t": int(t),
+                    "q": seq,
+                    "z": 2 if p.name == "SPY" else 3,
+                }
+            )

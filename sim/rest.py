@@ -93,7 +93,10 @@ def decode_cursor(cursor: str, underlying: str) -> Query:
     try:
         raw = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         query = Query(
-            underlying=raw["underlying"], limit=int(raw["limit"]), sort=raw["sort"], order=raw["order"],
+            underlying=raw["underlying"],
+            limit=int(raw["limit"]),
+            sort=raw["sort"],
+            order=raw["order"],
             contract_type=raw["contract_type"],
             expiration=tuple((op, v) for op, v in raw["expiration"]),
             strike=tuple((op, float(v)) for op, v in raw["strike"]),

@@ -58,8 +58,14 @@ class SimServer:
         for spec in cfg.faults:
             self.faults.add(spec)
         self._server = await serve(
-            self.hub.handle, cfg.host, cfg.port, process_request=self._process_request,
-            compression=None, max_size=2**20, ping_interval=20, ping_timeout=20,
+            self.hub.handle,
+            cfg.host,
+            cfg.port,
+            process_request=self._process_request,
+            compression=None,
+            max_size=2**20,
+            ping_interval=20,
+            ping_timeout=20,
         )
         self.port = self._server.sockets[0].getsockname()[1] if self._server.sockets else cfg.port
         self._ticker = asyncio.create_task(self.player.run(self.hub) if self.player else self._tick_loop())
@@ -119,9 +125,10 @@ class SimServer:
         if path.startswith("/admin/"):
             return self._admin(conn, path, params)
         if path.startswith(SNAPSHOT_PREFIX):
-            return await self._snapshot(conn, request, path[len(SNAPSHOT_PREFIX):], params)
-        return _json(conn, 404, {"status": "NOT_FOUND", "request_id": rest.request_id(),
-                                 "message": f"no route for {path}"})
+            return await self._snapshot(conn, request, path[len(SNAPSHOT_PREFIX) :], params)
+        return _json(
+            conn, 404, {"status": "NOT_FOUND", "request_id": rest.request_id(), "message": f"no route for {path}"}
+        )
 
     async def _snapshot(
         self, conn: ServerConnection, request: Request, underlying: str, params: dict[str, str]
@@ -137,8 +144,9 @@ class SimServer:
             if fault.kind == "429":
                 return _json(conn, 429, RATE_LIMIT_BODY, {"Retry-After": str(fault.retry_after_s)})
             if fault.kind == "500":
-                return _json(conn, 500, {"status": "ERROR", "request_id": rest.request_id(),
-                                         "error": "Internal Server Error"})
+                return _json(
+                    conn, 500, {"status": "ERROR", "request_id": rest.request_id(), "error": "Internal Server Error"}
+                )
             if fault.kind == "break":
                 conn.transport.abort()
                 return _json(conn, 500, b"")
@@ -225,7 +233,9 @@ class SimServer:
             "tick_rate": market.tick_rate,
             "underlyings": {
                 c.product.underlying: {
-                    "contracts": len(c), "spot": round(c.spot, 4), "topology_version": c.version,
+                    "contracts": len(c),
+                    "spot": round(c.spot, 4),
+                    "topology_version": c.version,
                     "expiries": len(c.expiries()),
                 }
                 for c in market.chains.values()
@@ -240,9 +250,7 @@ class SimServer:
         }
 
 
-def _json(
-    conn: ServerConnection, status: int, body: dict | bytes, headers: dict[str, str] | None = None
-) -> Response:
+def _json(conn: ServerConnection, status: int, body: dict | bytes, headers: dict[str, str] | None = None) -> Response:
     payload = body if isinstance(body, bytes) else orjson.dumps(body)
     response = conn.respond(HTTPStatus(status), "")
     del response.headers["Content-Type"]

@@ -43,17 +43,37 @@ def rows(chain: Chain, now_ns: int, idx: np.ndarray) -> list[dict]:
     change = np.round(close - prev, 4)
     change_pct = np.round(np.where(prev > 0, 100 * change / np.where(prev > 0, prev, 1), 0.0), 4)
     cols = {
-        "ticker": c["ticker"][idx].tolist(), "expiry": c["expiry"][idx].astype(str).tolist(),
-        "strike": strike.tolist(), "call": is_call.tolist(), "oi": c["oi"][idx].tolist(),
-        "bid": bid.tolist(), "ask": ask.tolist(), "bs": c["bid_size"][idx].tolist(),
-        "as": c["ask_size"][idx].tolist(), "mid": mid.tolist(), "qns": c["quote_ns"][idx].tolist(),
-        "last": last.tolist(), "lsize": c["last_size"][idx].tolist(), "lx": c["last_exch"][idx].tolist(),
-        "lc": c["last_cond"][idx].tolist(), "lns": c["last_ns"][idx].tolist(), "be": be.tolist(),
-        "open": c["open"][idx].tolist(), "high": c["high"][idx].tolist(), "low": c["low"][idx].tolist(),
-        "vol": vol.tolist(), "vwap": np.round(vwap, 4).tolist(), "prev": prev.tolist(), "close": close.tolist(),
-        "chg": change.tolist(), "chgp": change_pct.tolist(), "hide": hide.tolist(),
-        "iv": np.round(iv, 5).tolist(), "delta": np.round(g["delta"], 5).tolist(),
-        "gamma": np.round(g["gamma"], 6).tolist(), "theta": np.round(g["theta"], 5).tolist(),
+        "ticker": c["ticker"][idx].tolist(),
+        "expiry": c["expiry"][idx].astype(str).tolist(),
+        "strike": strike.tolist(),
+        "call": is_call.tolist(),
+        "oi": c["oi"][idx].tolist(),
+        "bid": bid.tolist(),
+        "ask": ask.tolist(),
+        "bs": c["bid_size"][idx].tolist(),
+        "as": c["ask_size"][idx].tolist(),
+        "mid": mid.tolist(),
+        "qns": c["quote_ns"][idx].tolist(),
+        "last": last.tolist(),
+        "lsize": c["last_size"][idx].tolist(),
+        "lx": c["last_exch"][idx].tolist(),
+        "lc": c["last_cond"][idx].tolist(),
+        "lns": c["last_ns"][idx].tolist(),
+        "be": be.tolist(),
+        "open": c["open"][idx].tolist(),
+        "high": c["high"][idx].tolist(),
+        "low": c["low"][idx].tolist(),
+        "vol": vol.tolist(),
+        "vwap": np.round(vwap, 4).tolist(),
+        "prev": prev.tolist(),
+        "close": close.tolist(),
+        "chg": change.tolist(),
+        "chgp": change_pct.tolist(),
+        "hide": hide.tolist(),
+        "iv": np.round(iv, 5).tolist(),
+        "delta": np.round(g["delta"], 5).tolist(),
+        "gamma": np.round(g["gamma"], 6).tolist(),
+        "theta": np.round(g["theta"], 5).tolist(),
         "vega": np.round(g["vega"], 5).tolist(),
     }
     spot_key = "value" if p.is_index else "price"
@@ -80,24 +100,37 @@ def rows(chain: Chain, now_ns: int, idx: np.ndarray) -> list[dict]:
         }
         if not cols["hide"][i]:
             row["greeks"] = {
-                "delta": cols["delta"][i], "gamma": cols["gamma"][i],
-                "theta": cols["theta"][i], "vega": cols["vega"][i],
+                "delta": cols["delta"][i],
+                "gamma": cols["gamma"][i],
+                "theta": cols["theta"][i],
+                "vega": cols["vega"][i],
             }
             row["implied_volatility"] = cols["iv"][i]
         row["last_quote"] = {
-            "ask": cols["ask"][i], "ask_size": cols["as"][i], "bid": cols["bid"][i], "bid_size": cols["bs"][i],
-            "midpoint": cols["mid"][i], "last_updated": cols["qns"][i], "timeframe": "REAL-TIME",
+            "ask": cols["ask"][i],
+            "ask_size": cols["as"][i],
+            "bid": cols["bid"][i],
+            "bid_size": cols["bs"][i],
+            "midpoint": cols["mid"][i],
+            "last_updated": cols["qns"][i],
+            "timeframe": "REAL-TIME",
         }
         if cols["lns"][i] > 0:
             row["last_trade"] = {
-                "price": cols["last"][i], "size": cols["lsize"][i], "conditions": [cols["lc"][i]],
-                "exchange": cols["lx"][i], "sip_timestamp": cols["lns"][i], "timeframe": "REAL-TIME",
+                "price": cols["last"][i],
+                "size": cols["lsize"][i],
+                "conditions": [cols["lc"][i]],
+                "exchange": cols["lx"][i],
+                "sip_timestamp": cols["lns"][i],
+                "timeframe": "REAL-TIME",
             }
         row["open_interest"] = cols["oi"][i]
         row["underlying_asset"] = {
-            "ticker": p.underlying, spot_key: spot_r,
+            "ticker": p.underlying,
+            spot_key: spot_r,
             "change_to_break_even": round(cols["be"][i] - spot, 4),
-            "last_updated": chain.spot_ns, "timeframe": "REAL-TIME",
+            "last_updated": chain.spot_ns,
+            "timeframe": "REAL-TIME",
         }
         out.append(row)
     return out

@@ -219,8 +219,7 @@ class Hub:
             if not isinstance(params, str):
                 raise TypeError("params must be a string")
         except (orjson.JSONDecodeError, AttributeError, TypeError):
-            await s.ws.send(frame.status("error", "invalid message; expected {\"action\":...,\"params\":...}"),
-                            text=True)
+            await s.ws.send(frame.status("error", 'invalid message; expected {"action":...,"params":...}'), text=True)
             return True
         if action == "auth":
             if params and self.check_key(params):
@@ -261,11 +260,14 @@ class Hub:
             subs.add(sym)
             out.append(_status("success", f"subscribed to: {topic}"))
         if rejected:
-            out.append(_status(
-                "error",
-                f"quote subscription limit reached ({MAX_QUOTE_CONTRACTS} option contracts per connection); "
-                f"not subscribed to {len(rejected)}: {','.join(rejected[:20])}{',...' if len(rejected) > 20 else ''}",
-            ))
+            listed = ",".join(rejected[:20]) + (",..." if len(rejected) > 20 else "")
+            out.append(
+                _status(
+                    "error",
+                    f"quote subscription limit reached ({MAX_QUOTE_CONTRACTS} option contracts per connection); "
+                    f"not subscribed to {len(rejected)}: {listed}",
+                )
+            )
         s.generation += 1
         return out
 

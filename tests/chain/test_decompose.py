@@ -25,8 +25,9 @@ def test_same_topology_same_epoch_id_in_any_order() -> None:
     rows = chain_rows("SPY", [E1, E2], [99, 100, 101])
     a = decompose("SPY", rows, bucket_width=1.0, am_settled_roots=())
     b = decompose("SPY", list(reversed(rows)), bucket_width=1.0, am_settled_roots=())
-    c = decompose("SPY", chain_rows("SPY", [E1, E2], [99, 100, 101], oi=5, iv=0.3), bucket_width=1.0,
-                  am_settled_roots=())
+    c = decompose(
+        "SPY", chain_rows("SPY", [E1, E2], [99, 100, 101], oi=5, iv=0.3), bucket_width=1.0, am_settled_roots=()
+    )
     assert a.epoch_id == b.epoch_id == c.epoch_id
     d = decompose("SPY", rows + chain_rows("SPY", [date(2030, 3, 15)], [100]), bucket_width=1.0, am_settled_roots=())
     assert d.epoch_id != a.epoch_id

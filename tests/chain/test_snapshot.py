@@ -28,8 +28,9 @@ def own_sim() -> Iterator[SimProcess]:
 def settings(own_sim: SimProcess) -> Settings:
     own_sim.admin("/admin/faults/clear")
     base = Settings.from_env({})
-    return dataclasses.replace(base, massive_rest_url=own_sim.rest_url, chain_max_retries=1,
-                               epoch_required_components=())
+    return dataclasses.replace(
+        base, massive_rest_url=own_sim.rest_url, chain_max_retries=1, epoch_required_components=()
+    )
 
 
 def snapshot(r: redis.Redis, settings: Settings, underlying: str = "SPY"):

@@ -17,8 +17,7 @@ NOW = 1_800_000_000_000
 
 
 def snapshot(expiries: list[date], strikes: list[float] = (99, 100, 101), **kwargs: object) -> Decomposition:
-    return decompose("SPY", chain_rows("SPY", expiries, list(strikes), **kwargs), bucket_width=1.0,
-                     am_settled_roots=())
+    return decompose("SPY", chain_rows("SPY", expiries, list(strikes), **kwargs), bucket_width=1.0, am_settled_roots=())
 
 
 def promote(r: redis.Redis, epoch: str, *, required: tuple[str, ...] = (), now_ms: int = NOW, max_s: float = 30):
@@ -71,8 +70,14 @@ def test_same_topology_refreshes_static_fields_and_keeps_live_fields(r: redis.Re
     assert written.action == "refreshed" and second.epoch_id == first.epoch_id
     assert set(r.keys("*")) == keys_before
     assert r.hmget(gx, "oi", "iv", "volume") == ["4321", "0.31", "7"]
-    assert r.hmget(hm, "bid", "ask", "last_price", "flow", "volume", "trades") == ["2.5", "2.6", "2.55", "1234.5",
-                                                                                    "7", "3"]
+    assert r.hmget(hm, "bid", "ask", "last_price", "flow", "volume", "trades") == [
+        "2.5",
+        "2.6",
+        "2.55",
+        "1234.5",
+        "7",
+        "3",
+    ]
     assert r.hget(keys.epoch_meta("SPY", first.epoch_id), "refreshed_ms") == str(NOW + 1000)
 
 
@@ -117,8 +122,9 @@ def test_promotion_when_every_component_accepted(r: redis.Redis) -> None:
     write_decomposition(r, dec, now_ms=NOW, retire_ttl_s=300)
     for component in ("ingest", "heatmap", "gex"):
         accept_epoch(r, "SPY", dec.epoch_id, component)
-    result = promote_ready_epochs(r, "SPY", required=("ingest", "heatmap", "gex"), max_warming_s=30,
-                                  retire_ttl_s=300, now_ms=NOW + 10)
+    result = promote_ready_epochs(
+        r, "SPY", required=("ingest", "heatmap", "gex"), max_warming_s=30, retire_ttl_s=300, now_ms=NOW + 10
+    )
     assert result is not None and result.promoted and result.missing == ()
 
 
@@ -133,8 +139,13 @@ def test_promotion_is_compare_and_set(r: redis.Redis) -> None:
     # The pointer moves between our read and the script (another promoter won): the script refuses.
     r.set(keys.active_epoch("SPY"), "someone-else")
     status, current, _ = script(r, "promote_epoch")(
-        keys=[keys.active_epoch("SPY"), keys.live_epochs("SPY"), keys.epoch_meta("SPY", b.epoch_id),
-              keys.epoch_ready("SPY", b.epoch_id), keys.epoch_meta("SPY", b.epoch_id)],
+        keys=[
+            keys.active_epoch("SPY"),
+            keys.live_epochs("SPY"),
+            keys.epoch_meta("SPY", b.epoch_id),
+            keys.epoch_ready("SPY", b.epoch_id),
+            keys.epoch_meta("SPY", b.epoch_id),
+        ],
         args=[b.epoch_id, "", 300, NOW, 30_000, keys.EPOCHS_CHANNEL, "SPY", keys.MODELS_CHANNEL, 0],
     )
     assert (status, current) == ("stale", "someone-else")

@@ -65,8 +65,16 @@ def test_bad_tickers_are_rejected(bad: object) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["O:SPY:2025-12-19:650.0:C", "O:SPY:2025-12-19:0650:C", "O:SPY:2025-12-19:650.:C", "O:SPY:2025-12-19:1e3:C",
-     "O:SPY:2025-12-19:650:X", "O:SPY:20251219:650:C", "X:SPY:2025-12-19:650:C", "O:SPY:2025-12-19:650"],
+    [
+        "O:SPY:2025-12-19:650.0:C",
+        "O:SPY:2025-12-19:0650:C",
+        "O:SPY:2025-12-19:650.:C",
+        "O:SPY:2025-12-19:1e3:C",
+        "O:SPY:2025-12-19:650:X",
+        "O:SPY:20251219:650:C",
+        "X:SPY:2025-12-19:650:C",
+        "O:SPY:2025-12-19:650",
+    ],
 )
 def test_non_canonical_contract_ids_are_rejected(bad: str) -> None:
     with pytest.raises(InvalidTicker):

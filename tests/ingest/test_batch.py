@@ -39,8 +39,11 @@ def test_events_go_to_every_live_epoch_holding_the_contract() -> None:
     by_epoch = {call.epoch: kinds(call) for call in batch.calls}
     assert by_epoch == {"e1": [("T", CID_A, 1), ("T", CID_B, 2)], "e2": [("T", CID_B, 2)]}
     e1 = next(c for c in batch.calls if c.epoch == "e1")
-    assert e1.keys()[:3] == ["epoch:{SPY}:e1:heatmap:dirty_contracts", "epoch:{SPY}:e1:heatmap:counters",
-                            "massive:ingest:chain:{SPY}"]
+    assert e1.keys()[:3] == [
+        "epoch:{SPY}:e1:heatmap:dirty_contracts",
+        "epoch:{SPY}:e1:heatmap:counters",
+        "massive:ingest:chain:{SPY}",
+    ]
     assert e1.keys()[3:5] == [f"epoch:{{SPY}}:e1:heatmap:contract:{CID_A}", f"epoch:{{SPY}}:e1:gex:contract:{CID_A}"]
     assert e1.args(120_000)[:6] == [120_000, "", "", 0, CID_A, CID_B]  # no contract with a single quote
 

@@ -267,8 +267,9 @@ def test_frames_through_the_batch_builder_store_exactly_what_they_carried(
     builder = BatchBuilder(universe, SequenceFilter())
     builder.add_frame(orjson.dumps(frame))
     ((call_keys, call_args),) = builder.build().script_calls(60_000)
-    quotes, trades, stale, missing, _, _, _, applied, corrupt = script(r, "ingest_batch")(keys=call_keys,
-                                                                                          args=call_args)
+    quotes, trades, stale, missing, _, _, _, applied, corrupt = script(r, "ingest_batch")(
+        keys=call_keys, args=call_args
+    )
     assert (applied, corrupt) == (1, 0)
     kept = sum(1 for i, e in enumerate(events) if e[0] == "Q" and (i + 1 == len(events) or events[i + 1][0] == "T"))
     assert (quotes, trades, stale, missing) == (kept, sum(e[0] == "T" for e in events), 0, 0)

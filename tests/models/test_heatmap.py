@@ -115,8 +115,7 @@ contract_strategy = st.fixed_dictionaries(
 def test_aggregate_tiles_sums_per_tile_and_splits_calls_and_puts() -> None:
     contracts = [
         {"tile": "4", "cp": "C", "flow_micro": "600000000", "buy_micro": "600000000", "volume": "3", "trades": "1"},
-        {"tile": "4", "cp": "P", "flow_micro": "-380000000", "sell_micro": "380000000", "volume": "2",
-         "trades": "1"},
+        {"tile": "4", "cp": "P", "flow_micro": "-380000000", "sell_micro": "380000000", "volume": "2", "trades": "1"},
         {"tile": "5", "cp": "C"},  # never traded: all counters absent
         {"tile": "", "cp": "C", "flow_micro": "1"},  # unparseable rows are skipped
         {"tile": "6", "cp": "X", "flow_micro": "1"},
@@ -267,8 +266,12 @@ def test_an_unreadable_or_missing_record_sends_the_tiles_to_the_hashes() -> None
     assert sum_counter_records(good, [], [], []).shape == (0, 7)
 
 
-tile_value = st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(-(10**12), 10**12), st.just(0),
-                       st.sampled_from([2**53 - 1, 2**53, -(2**53), 2**53 + 1, 1, -1, 10**6, 15, 999_999]))
+tile_value = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.integers(-(10**12), 10**12),
+    st.just(0),
+    st.sampled_from([2**53 - 1, 2**53, -(2**53), 2**53 + 1, 1, -1, 10**6, 15, 999_999]),
+)
 cell_row = st.tuples(st.lists(tile_value, min_size=7, max_size=7), st.booleans(),
                      st.sampled_from(["2026-12-18", "2027-01-15"]),
                      st.sampled_from([5800.0, 5.5, 0.001, 123456.0, 0.0]))  # fmt: skip
@@ -284,8 +287,7 @@ def test_encoded_cells_are_the_bytes_orjson_gives_for_the_cells(rows: list) -> N
     visible = np.array([shown for _, shown, *_ in rows], dtype=bool)
     encoded = encode_cells(sums, prefixes, visible)
     assert encode_cells(sums, prefixes) == [
-        orjson.dumps({"expiry": e, "bucket": b, **Tile(*c).to_view()})[1:-1] if any(c) else b""
-        for c, _, e, b in rows
+        orjson.dumps({"expiry": e, "bucket": b, **Tile(*c).to_view()})[1:-1] if any(c) else b"" for c, _, e, b in rows
     ]
     assert encoded == [
         orjson.dumps({"expiry": e, "bucket": b, **Tile(*c).to_view()})[1:-1] if shown and any(c) else b""

@@ -58,8 +58,7 @@ class ThreadedSim:
 
     def get(self, underlying: str, key: str | None = "test-key", **params: object) -> requests.Response:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return requests.get(f"{self.url}/v3/snapshot/options/{underlying}", params=params, headers=headers,
-                            timeout=30)
+        return requests.get(f"{self.url}/v3/snapshot/options/{underlying}", params=params, headers=headers, timeout=30)
 
 
 def make_sim(**overrides: object) -> ThreadedSim:

@@ -23,14 +23,18 @@ def test_official_rest_client(sim: ThreadedSim) -> None:
     assert len({s.details.ticker for s in snaps}) == len(snaps)
     first = snaps[0]
     assert first.details.ticker.startswith("O:SPY") and first.last_quote.bid is not None
-    spx = list(client.list_snapshot_options_chain("I:SPX", params={"limit": 250, "strike_price.gte": 6500,
-                                                                   "strike_price.lte": 6600}))
+    spx = list(
+        client.list_snapshot_options_chain(
+            "I:SPX", params={"limit": 250, "strike_price.gte": 6500, "strike_price.lte": 6600}
+        )
+    )
     assert spx and spx[0].underlying_asset.value is not None
 
 
 def test_official_websocket_client(sim: ThreadedSim) -> None:
-    client = WebSocketClient("any-key", feed=f"127.0.0.1:{sim.port}", market="options", secure=False,
-                             subscriptions=["T.*"], max_reconnects=0)
+    client = WebSocketClient(
+        "any-key", feed=f"127.0.0.1:{sim.port}", market="options", secure=False, subscriptions=["T.*"], max_reconnects=0
+    )
     received: list = []
     done = threading.Event()
     loop = asyncio.new_event_loop()
@@ -54,9 +58,28 @@ def test_official_websocket_client(sim: ThreadedSim) -> None:
 
 def test_cli_subprocess_port_zero() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sim", "--host", "127.0.0.1", "--port", "0", "--seed", "7",
-         "--underlyings", "QQQ", "--api-key", "secret", "--tick-rate", "500", "--clock", "2025-11-24T15:00:00Z"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sim",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--seed",
+            "7",
+            "--underlyings",
+            "QQQ",
+            "--api-key",
+            "secret",
+            "--tick-rate",
+            "500",
+            "--clock",
+            "2025-11-24T15:00:00Z",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -69,8 +92,10 @@ def test_cli_subprocess_port_zero() -> None:
         assert requests.get(f"{url}/v3/snapshot/options/QQQ", params={"apiKey": "x"}, timeout=10).status_code == 401
         status = requests.get(f"{url}/admin/status", timeout=10).json()
         assert status["clock"].startswith("2025-11-24T15:00")
-        assert requests.get(f"{url}/admin/tick_rate", params={"events_per_s": 1000}, timeout=10).json()[
-            "tick_rate"] == 1000
+        assert (
+            requests.get(f"{url}/admin/tick_rate", params={"events_per_s": 1000}, timeout=10).json()["tick_rate"]
+            == 1000
+        )
     finally:
         proc.terminate()
         proc.wait(10)

@@ -50,8 +50,14 @@ def test_default_limit_and_limit_bounds(sim: ThreadedSim) -> None:
 
 
 def test_invalid_params_rejected(sim: ThreadedSim) -> None:
-    for params in ({"sort": "volume"}, {"order": "up"}, {"contract_type": "future"},
-                   {"expiration_date.gte": "soon"}, {"strike_price.lt": "abc"}, {"cursor": "garbage!"}):
+    for params in (
+        {"sort": "volume"},
+        {"order": "up"},
+        {"contract_type": "future"},
+        {"expiration_date.gte": "soon"},
+        {"strike_price.lt": "abc"},
+        {"cursor": "garbage!"},
+    ):
         assert sim.get("SPY", **params).status_code == 400, params
 
 
@@ -63,14 +69,19 @@ def test_filters(sim: ThreadedSim) -> None:
         ({"contract_type": "put"}, lambda r: r["details"]["contract_type"] == "put"),
         ({"expiration_date": exp}, lambda r: r["details"]["expiration_date"] == exp),
         ({"expiration_date.gt": exp}, lambda r: r["details"]["expiration_date"] > exp),
-        ({"expiration_date.gte": expiries[1], "expiration_date.lt": expiries[4]},
-         lambda r: expiries[1] <= r["details"]["expiration_date"] < expiries[4]),
-        ({"strike_price.gte": 650, "strike_price.lte": 660},
-         lambda r: 650 <= r["details"]["strike_price"] <= 660),
-        ({"strike_price": 655, "contract_type": "call"},
-         lambda r: r["details"]["strike_price"] == 655 and r["details"]["contract_type"] == "call"),
-        ({"strike_price.gt": 700, "expiration_date.lte": expiries[2]},
-         lambda r: r["details"]["strike_price"] > 700 and r["details"]["expiration_date"] <= expiries[2]),
+        (
+            {"expiration_date.gte": expiries[1], "expiration_date.lt": expiries[4]},
+            lambda r: expiries[1] <= r["details"]["expiration_date"] < expiries[4],
+        ),
+        ({"strike_price.gte": 650, "strike_price.lte": 660}, lambda r: 650 <= r["details"]["strike_price"] <= 660),
+        (
+            {"strike_price": 655, "contract_type": "call"},
+            lambda r: r["details"]["strike_price"] == 655 and r["details"]["contract_type"] == "call",
+        ),
+        (
+            {"strike_price.gt": 700, "expiration_date.lte": expiries[2]},
+            lambda r: r["details"]["strike_price"] > 700 and r["details"]["expiration_date"] <= expiries[2],
+        ),
     ]
     for params, pred in cases:
         got = fetch_all(sim, "SPY", limit=250, **params)
@@ -81,9 +92,11 @@ def test_filters(sim: ThreadedSim) -> None:
 
 def test_sorts_across_pages(sim: ThreadedSim) -> None:
     base = {"strike_price.gte": 640, "strike_price.lte": 670, "limit": 37}
-    for sort, key in (("strike_price", lambda r: r["details"]["strike_price"]),
-                      ("expiration_date", lambda r: r["details"]["expiration_date"]),
-                      ("ticker", lambda r: r["details"]["ticker"])):
+    for sort, key in (
+        ("strike_price", lambda r: r["details"]["strike_price"]),
+        ("expiration_date", lambda r: r["details"]["expiration_date"]),
+        ("ticker", lambda r: r["details"]["ticker"]),
+    ):
         for order in ("asc", "desc"):
             rows = fetch_all(sim, "SPY", sort=sort, order=order, **base)
             keys = [key(r) for r in rows]
@@ -120,8 +133,17 @@ def test_unknown_underlying_is_empty_ok(sim: ThreadedSim) -> None:
 def test_result_shape(sim: ThreadedSim) -> None:
     rows = fetch_all(sim, "SPY", limit=250, **{"expiration_date.lte": "2025-12-31"})
     row = next(r for r in rows if "last_trade" in r and "greeks" in r)
-    assert set(row) == {"break_even_price", "day", "details", "greeks", "implied_volatility", "last_quote",
-                        "last_trade", "open_interest", "underlying_asset"}
+    assert set(row) == {
+        "break_even_price",
+        "day",
+        "details",
+        "greeks",
+        "implied_volatility",
+        "last_quote",
+        "last_trade",
+        "open_interest",
+        "underlying_asset",
+    }
     assert row["last_quote"]["last_updated"] > 10**18 and row["last_trade"]["sip_timestamp"] > 10**18
     assert row["last_quote"]["bid"] <= row["last_quote"]["ask"]
     assert "volume" in row["day"] and "price" in row["underlying_asset"]

@@ -44,8 +44,12 @@ def _collect(ws: ClientConnection, seconds: float) -> list[dict]:
 
 
 def _near_money(sim: ThreadedSim, n: int) -> list[str]:
-    rows = sim.get("SPY", limit=250, sort="strike_price", **{"strike_price.gte": 640, "strike_price.lte": 670,
-                                                            "expiration_date.lte": "2025-11-28"}).json()["results"]
+    rows = sim.get(
+        "SPY",
+        limit=250,
+        sort="strike_price",
+        **{"strike_price.gte": 640, "strike_price.lte": 670, "expiration_date.lte": "2025-11-28"},
+    ).json()["results"]
     return [r["details"]["ticker"] for r in rows][:n]
 
 
@@ -59,8 +63,9 @@ def test_handshake_and_auth_failed() -> None:
             ws.send('{"action":"subscribe","params":"T.*"}')
             assert orjson.loads(ws.recv(5))[0]["status"] == "error"  # before auth
             ws.send('{"action":"auth","params":"wrong"}')
-            assert orjson.loads(ws.recv(5)) == [{"ev": "status", "status": "auth_failed",
-                                                 "message": "authentication failed"}]
+            assert orjson.loads(ws.recv(5)) == [
+                {"ev": "status", "status": "auth_failed", "message": "authentication failed"}
+            ]
             with pytest.raises(ConnectionClosed):
                 ws.recv(5)
         with _open(keyed, key="secret"):

@@ -60,58 +60,26 @@ class Product:
         return np.where(px < 3.0, self.tick_small, self.tick_large)
 
 
+# fmt: off
 PRESETS: dict[str, Product] = {
     "SPY": Product(
-        "SPY",
-        False,
-        655.0,
-        0.15,
-        "SPY",
-        None,
-        (Band(0.03, 1.25, 1.0), Band(0.15, 3.0, 5.0)),
-        0.01,
-        0.01,
-        round_strike=10.0,
+        "SPY", False, 655.0, 0.15, "SPY", None,
+        (Band(0.03, 1.25, 1.0), Band(0.15, 3.0, 5.0)), 0.01, 0.01, round_strike=10.0,
     ),
     "QQQ": Product(
-        "QQQ",
-        False,
-        590.0,
-        0.19,
-        "QQQ",
-        None,
-        (Band(0.03, 1.25, 1.0), Band(0.15, 3.0, 5.0)),
-        0.01,
-        0.01,
-        round_strike=10.0,
+        "QQQ", False, 590.0, 0.19, "QQQ", None,
+        (Band(0.03, 1.25, 1.0), Band(0.15, 3.0, 5.0)), 0.01, 0.01, round_strike=10.0,
     ),
     "SPX": Product(
-        "SPX",
-        True,
-        6560.0,
-        0.15,
-        "SPXW",
-        "SPX",
-        (Band(0.015, 0.75, 5.0), Band(0.06, 2.0, 25.0), Band(0.3, 3.0, 100.0)),
-        0.05,
-        0.10,
-        (302,),
-        100.0,
+        "SPX", True, 6560.0, 0.15, "SPXW", "SPX",
+        (Band(0.015, 0.75, 5.0), Band(0.06, 2.0, 25.0), Band(0.3, 3.0, 100.0)), 0.05, 0.10, (302,), 100.0,
     ),
     "NDX": Product(
-        "NDX",
-        True,
-        24000.0,
-        0.19,
-        "NDXP",
-        "NDX",
-        (Band(0.015, 0.75, 10.0), Band(0.06, 2.0, 50.0), Band(0.3, 3.0, 250.0)),
-        0.05,
-        0.10,
-        (302,),
-        500.0,
+        "NDX", True, 24000.0, 0.19, "NDXP", "NDX",
+        (Band(0.015, 0.75, 10.0), Band(0.06, 2.0, 50.0), Band(0.3, 3.0, 250.0)), 0.05, 0.10, (302,), 500.0,
     ),
 }
+# fmt: on
 
 
 def product_for(name: str) -> Product:

@@ -5,6 +5,9 @@ The simulator generates its market live, which costs a whole core at high rates;
 
 - :func:`generate` writes a replay file beforehand: ``N`` Massive ``T`` / ``Q`` option events (≈ 80 %
   quotes) for a list of tickers, in frames (JSON arrays) of ``frame_events`` events, one frame per line.
+  Trades are for any ticker; quotes only for ``quote_tickers`` when given — the contracts the client
+  subscribes quotes to, as Massive (at most 1,000 quoted contracts per connection) and our simulator send
+  quotes only for subscribed contracts.
   Quotes follow a per-contract random walk around a seed price, with realistic one-cent-wide-or-wider
   spreads; trades print at, inside or outside the spread of the contract's current quote. ``q`` is the
   global event index (+ ``q_start``), so it increases per symbol across the WHOLE file — nothing is a
@@ -12,7 +15,9 @@ The simulator generates its market live, which costs a whole core at high rates;
 - ``python -m bench.feed_replay --port P --frames FILE --rate EVENTS_PER_S|max`` serves it. Every
   connection gets Massive's handshake (``connected``, any ``auth`` → ``auth_success``, every
   ``subscribe`` / ``unsubscribe`` → ``success``). After the first ``subscribe`` an ``/options`` connection
-  is streamed the whole file once (subscriptions are not filtered: the file is the subscribed universe);
+  is streamed the whole file once (subscriptions are not filtered: the file is the subscribed universe; after
+  every subscription change the server prints ``replay quote subscriptions N, quoted tickers of the file not
+  subscribed K`` so a benchmark can check that the file sends no quote the client did not ask for);
   ``/stocks`` and ``/indices`` get the handshake and no data. ``--rate max`` sends as fast as the client
   reads (``send`` waits on the socket's flow control); a fixed rate paces frames on an absolute schedule.
   Frames go out as text, byte for byte as written, with no compression and nothing stamped on them.
@@ -52,6 +57,7 @@ class ReplayFile:
     trades_by_ticker: dict[str, int] = field(default_factory=dict)
     last_quote_q: dict[str, int] = field(default_factory=dict)
     trade_placement: dict[str, int] = field(default_factory=dict)
+    quoted: int = 0  # distinct tickers with quotes in the file
 
 
 def _tick(price: float) -> float:
@@ -71,6 +77,7 @@ def generate(
     t_base_ms: int = 1_700_000_000_000,
     skew: float = 0.5,
     seed: int = 7,
+    quote_tickers: Sequence[str] | None = None,
 ) -> ReplayFile:
     """Write ``events`` option events for ``tickers`` to ``path`` (one JSON-array frame per line).
 
@@ -78,7 +85,8 @@ def generate(
     tickers without one start at a log-uniform price between $0.05 and $50. Activity is skewed: the
     ``i``-th ticker of a seeded shuffle is picked with weight ``(i + 10) ** -skew`` (0 = uniform).
     Trades print 35 % at the ask, 35 % at the bid, 20 % strictly inside (the midpoint included) and 10 %
-    a tick outside the spread.
+    a tick outside the spread. ``quote_tickers`` (a subset of ``tickers``): quotes only for those, picked with
+    the same weights renormalised over them (trades keep every ticker); None: quotes for every ticker.
     """
     if not tickers:
         raise ValueError("no tickers to generate events for")
@@ -97,6 +105,16 @@ def generate(
     inside = rng.random(events)
     lo, hi = frame_events
     frame_sizes = rng.integers(lo, hi + 1, size=events // max(1, lo) + 2)
+    if quote_tickers is not None:  # drawn last, so the draws above are those of a file without the option
+        index = {t: i for i, t in enumerate(tickers)}
+        try:
+            quoted = np.array(sorted({index[t] for t in quote_tickers}), dtype=np.int64)
+        except KeyError as exc:
+            raise ValueError(f"quote ticker {exc.args[0]} is not one of the tickers") from None
+        if not len(quoted):
+            raise ValueError("quote_tickers is empty")
+        pick = rng.choice(len(quoted), size=events, p=weights[quoted] / weights[quoted].sum())
+        sym_idx = np.where(is_quote, quoted[pick], sym_idx)
 
     seeds = prices or {}
     mids: list[float] = []
@@ -184,24 +202,38 @@ def generate(
     out.trades_by_ticker = trades_by
     out.last_quote_q = last_quote_q
     out.trade_placement = placements
+    out.quoted = len(last_quote_q)
     return out
 
 
 def load_frames(path: str | Path) -> tuple[list[bytes], list[int]]:
     """The frames of a replay file (raw bytes, as written) and the number of events in each."""
-    frames = [line for line in Path(path).read_bytes().split(b"\n") if line.strip()]
-    counts = [len(orjson.loads(f)) for f in frames]
+    frames, counts, _ = _load(path)
     return frames, counts
+
+
+def _load(path: str | Path) -> tuple[list[bytes], list[int], frozenset[str]]:
+    """:func:`load_frames` and the tickers the file has quotes for."""
+    frames = [line for line in Path(path).read_bytes().split(b"\n") if line.strip()]
+    counts: list[int] = []
+    quoted: set[str] = set()
+    for frame in frames:
+        events = orjson.loads(frame)
+        counts.append(len(events))
+        quoted.update(e["sym"] for e in events if isinstance(e, dict) and e.get("ev") == "Q" and "sym" in e)
+    return frames, counts, frozenset(quoted)
 
 
 class ReplayServer:
     """Serves ``frames`` to every ``/options`` connection, at ``rate`` events/s (None = as fast as read)."""
 
-    def __init__(self, frames: list[bytes], counts: list[int], rate: float | None, label: str = "") -> None:
+    def __init__(self, frames: list[bytes], counts: list[int], rate: float | None, label: str = "",
+                 quoted: frozenset[str] = frozenset()) -> None:  # fmt: skip
         self.frames = frames
         self.counts = counts
         self.rate = rate
         self.label = label
+        self.quoted = quoted  # the tickers the file has quotes for
 
     async def handler(self, ws: ServerConnection) -> None:
         path = (ws.request.path if ws.request else "/").split("?", 1)[0].rstrip("/") or "/"
@@ -210,6 +242,7 @@ class ReplayServer:
             await ws.close(1008, "unknown feed")
             return
         streamer: asyncio.Task | None = None
+        quote_topics: set[str] = set()
         try:
             await ws.send(_status("connected", "Connected Successfully"))
             async for message in ws:
@@ -226,6 +259,11 @@ class ReplayServer:
                     verb = "subscribed to" if action == "subscribe" else "unsubscribed to"
                     head = params if len(params) <= 200 else params[:200] + "…"
                     await ws.send(_status("success", f"{verb}: {head}"))
+                    changed = {t.strip()[2:] for t in params.split(",") if t.strip().startswith("Q.")}
+                    if feed == "options" and changed:
+                        quote_topics = quote_topics | changed if action == "subscribe" else quote_topics - changed
+                        print(f"replay quote subscriptions {len(quote_topics)}, quoted tickers of the file not "
+                              f"subscribed {len(self.quoted - quote_topics)}", flush=True)  # fmt: skip
                     if action == "subscribe" and feed == "options" and streamer is None:
                         streamer = asyncio.create_task(self._stream(ws))
                 else:
@@ -263,8 +301,8 @@ def _status(status: str, message: str) -> str:
 
 async def serve_forever(host: str, port: int, frames_path: str, rate: float | None) -> None:
     """Load the file, listen, print the ready line and serve until cancelled."""
-    frames, counts = load_frames(frames_path)
-    server = ReplayServer(frames, counts, rate, label=frames_path)
+    frames, counts, quoted = _load(frames_path)
+    server = ReplayServer(frames, counts, rate, label=frames_path, quoted=quoted)
     async with serve(server.handler, host, port, compression=None, max_size=2**20, ping_interval=None) as ws_server:
         sockets = ws_server.sockets
         bound = sockets[0].getsockname()[1] if sockets else port

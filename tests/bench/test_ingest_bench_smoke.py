@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import date
 from pathlib import Path
@@ -11,10 +12,10 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from bench.feed_replay import ReplayFile, generate
-from bench.ingest_throughput import Child, start_ingest, start_replay
+from bench.ingest_throughput import Child, check_quote_subscriptions, start_ingest, start_replay
 from chain.decompose import decompose
 from chain.store import write_decomposition
 from fabric import keys
@@ -123,3 +124,63 @@ def test_replayed_events_are_committed_exactly(redis_server, tmp_path: Path) -> 
     assert {t: int(v[2]) for t, v in stored.items() if int(v[2] or 0)} == replay.last_quote_q
     assert r.scard(keys.dirty_contracts("SPY", epoch)) == len(replay.trades_by_ticker)
     r.flushdb()
+
+
+def test_a_feed_for_quote_tickers_quotes_only_those_and_the_server_reports_any_left_unsubscribed(
+    tmp_path: Path,
+) -> None:
+    """Massive sends quotes only for subscribed contracts (at most 1,000 per connection): a file generated for
+    ingest's quoted contracts carries quotes for those alone, and the replay server says after every
+    subscription change how many of the file's quoted tickers the client has not subscribed."""
+    tickers = [f"O:SPY310117C00{k:03d}000" for k in range(600, 640)]
+    quoted = tickers[5:15]
+    replay = generate(tmp_path / "q.jsonl", tickers, 6_000, frame_events=(200, 400), seed=5, quote_tickers=quoted)
+    events = [e for line in replay.path.read_bytes().splitlines() for e in orjson.loads(line)]
+    assert len(events) == replay.events == 6_000
+    assert {e["sym"] for e in events if e["ev"] == "Q"} == set(quoted) and replay.quoted == len(quoted)
+    assert len({e["sym"] for e in events if e["ev"] == "T"} - set(quoted)) > 20  # trades for the others too
+    assert 0.75 < replay.quotes / replay.events < 0.85
+    with pytest.raises(ValueError, match="not one of the tickers"):
+        generate(tmp_path / "bad.jsonl", tickers, 100, quote_tickers=["O:SPY310117P00600000"])
+
+    async def subscribe(port: int, steps: list[tuple[str, list[str], bool]], server: Child) -> list[str]:
+        seen: list[str] = []
+        async with connect(f"ws://127.0.0.1:{port}/options", compression=None, max_size=2**24) as ws:
+            drain = asyncio.create_task(_drain(ws))
+            await ws.send(orjson.dumps({"action": "auth", "params": "k"}).decode())
+            for action, topics, all_subscribed in steps:
+                before = server.last("replay quote subscriptions")
+                await ws.send(orjson.dumps({"action": action, "params": ",".join(topics)}).decode())
+                async with asyncio.timeout(10):
+                    while server.last("replay quote subscriptions") in (None, before):
+                        await asyncio.sleep(0.02)
+                seen.append(server.last("replay quote subscriptions") or "")
+                if all_subscribed:
+                    check_quote_subscriptions(server, replay.quoted)
+                else:
+                    with pytest.raises(RuntimeError, match="not all subscribed"):
+                        check_quote_subscriptions(server, replay.quoted)
+            drain.cancel()
+        return seen
+
+    port = free_port()
+    server = start_replay(replay.path, port, "max")
+    try:
+        seen = asyncio.run(subscribe(port, [
+            ("subscribe", ["T.*", *(f"Q.{t}" for t in quoted[:4])], False),
+            ("subscribe", [f"Q.{t}" for t in quoted[4:]], True),
+            ("unsubscribe", [f"Q.{quoted[0]}"], False),
+        ], server))  # fmt: skip
+    finally:
+        server.stop()
+    assert [line.split("replay ", 1)[1] for line in seen] == [
+        "quote subscriptions 4, quoted tickers of the file not subscribed 6",
+        "quote subscriptions 10, quoted tickers of the file not subscribed 0",
+        "quote subscriptions 9, quoted tickers of the file not subscribed 1",
+    ]
+
+
+async def _drain(ws: ClientConnection) -> None:
+    with contextlib.suppress(Exception):
+        async for _ in ws:
+            pass

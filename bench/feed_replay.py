@@ -16,8 +16,9 @@ The simulator generates its market live, which costs a whole core at high rates;
   connection gets Massive's handshake (``connected``, any ``auth`` → ``auth_success``, every
   ``subscribe`` / ``unsubscribe`` → ``success``). After the first ``subscribe`` an ``/options`` connection
   is streamed the whole file once (subscriptions are not filtered: the file is the subscribed universe; after
-  every subscription change the server prints ``replay quote subscriptions N, quoted tickers of the file not
-  subscribed K`` so a benchmark can check that the file sends no quote the client did not ask for);
+  every change of a connection's quote topics the server prints ``replay quote subscriptions N, quoted
+  tickers of the file not subscribed K`` for that connection, so a benchmark using one options connection
+  can check that the file carries no quote the client did not ask for);
   ``/stocks`` and ``/indices`` get the handshake and no data. ``--rate max`` sends as fast as the client
   reads (``send`` waits on the socket's flow control); a fixed rate paces frames on an absolute schedule.
   Frames go out as text, byte for byte as written, with no compression and nothing stamped on them.

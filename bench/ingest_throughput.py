@@ -72,9 +72,10 @@ LATENCY_RATE = 20_000
 LATENCY_SETTLE_S = 22.0  # > 4,096 frames of 100 events at 20k/s: the status percentiles see steady state only
 PROFILE_ENV = "MMAKER_BENCH_PROFILE"  # a directory: run the throughput ingest under cProfile, dump stats there
 INGEST_ENV = {  # the default quote plan, whatever the caller's environment says (the feed is generated for it)
-    "MMAKER_INGEST_QUOTE_CONNECTIONS": "1",
+    "MMAKER_INGEST_QUOTE_CONNECTIONS": "1",  # one: the replay server streams the file to every connection
     "MMAKER_INGEST_QUOTES_PER_CONNECTION": "1000",
     "MMAKER_INGEST_TRADES_WILDCARD": "0",
+    "MMAKER_CLOCK_MS": "",  # the wall clock: the quote ranking's "today" is the benchmark's
 }
 QUOTE_SUBSCRIPTIONS = "replay quote subscriptions"
 
@@ -172,10 +173,12 @@ def start_replay(path: Path, port: int, rate: str) -> Child:
     return child
 
 
-def start_ingest(redis_url: str, ws_url: str, *, profile_to: str | None = None) -> Child:
-    """``python -m ingest`` against ``redis_url`` and the replay server (optionally under cProfile)."""
+def start_ingest(redis_url: str, ws_url: str, *, profile_to: str | None = None,
+                 plan_env: dict[str, str] = INGEST_ENV) -> Child:  # fmt: skip
+    """``python -m ingest`` against ``redis_url`` and the replay server (optionally under cProfile), with the
+    quote plan of ``plan_env``."""
     env = {"REDIS_URL": redis_url, "MASSIVE_WS_URL": ws_url, "MMAKER_UNDERLYINGS": UNDERLYING, "MASSIVE_API_KEY": "",
-           **INGEST_ENV}  # fmt: skip
+           **plan_env}  # fmt: skip
     if profile_to:
         code = f"import cProfile, sys; from ingest.__main__ import main; cProfile.run('main()', {profile_to!r})"
         argv = [sys.executable, "-c", code]
@@ -266,10 +269,10 @@ def trades_in_redis(r: redis.Redis, u: str, epoch: str, cids: list[str]) -> int:
     return sum(int(v or 0) for v in pipe.execute())
 
 
-def quoted_tickers(r: redis.Redis, u: str, cids: list[str]) -> list[str]:
+def quoted_tickers(r: redis.Redis, u: str, cids: list[str], plan_env: dict[str, str] = INGEST_ENV) -> list[str]:
     """The tickers ``python -m ingest`` subscribes quotes to for the epoch ``cids`` (its own ranking and plan,
-    with :data:`INGEST_ENV`'s configuration and the spot in Redis)."""
-    settings = Settings.from_env(INGEST_ENV)
+    with ``plan_env``'s configuration and the spot in Redis)."""
+    settings = Settings.from_env(plan_env)
     cfg = IngestConfig.from_settings(settings)
     spot = r.hget(keys.spot(u), "price")
     today = datetime.fromtimestamp(settings.now_ms() / 1000, NEW_YORK).date()
@@ -284,7 +287,8 @@ def quoted_tickers(r: redis.Redis, u: str, cids: list[str]) -> list[str]:
 
 def check_quote_subscriptions(replay: Child, quoted: int) -> None:
     """Fails unless the client subscribed quotes to every ticker the file has quotes for (the replay server's
-    last report: ``… quote subscriptions N, quoted tickers of the file not subscribed K``)."""
+    last report: ``… quote subscriptions N, quoted tickers of the file not subscribed K``; one options
+    connection, as :data:`INGEST_ENV` plans)."""
     line = replay.last(QUOTE_SUBSCRIPTIONS)
     if line is None or not line.endswith("not subscribed 0"):
         raise RuntimeError(f"the feed's {quoted:,} quoted tickers are not all subscribed by the client: {line!r}")
@@ -342,6 +346,7 @@ def measure_mmaker(r: redis.Redis, redis_pid: int, redis_url: str, replay_file: 
         first = sample(r, 0, pids)
         time.sleep(WINDOW_S - 0.5)
         last = sample(r, first.updated_ms + int(WINDOW_S * 1000) - 1, pids)
+        check_quote_subscriptions(replay, replay_file.quoted)  # and no replan dropped one inside the window
         # The ingest reads frames into its bounded queue as fast as they come: the replay may well be done
         # by now. What matters is that the queue was never empty inside the window (the writer never waited).
         if int(last.status.get("queue_frames") or 0) == 0:
@@ -397,7 +402,7 @@ def measure_baseline(redis_url: str, replay_file: ReplayFile, u: str, epoch: str
         ])  # fmt: skip
         line = worker.wait_for("BASELINE ", WARMUP_S + WINDOW_S + 120)
         result = orjson.loads(line.split("BASELINE ", 1)[1])
-        check_quote_subscriptions(replay, replay_file.quoted)
+        check_quote_subscriptions(replay, replay_file.quoted)  # the worker subscribes this very list: a sanity check
         result["cpu"] = {"replay": cpu_seconds(replay.proc.pid)}
         if replay.has("replay done"):
             raise RuntimeError("the replay file ran out during the baseline window")
@@ -495,9 +500,9 @@ def run() -> list[Result]:
         f"subscribed quotes to, trades for any; frames of 1,000–2,000 events, generated in {gen_s:.0f} s); "
         f"window {mm.window_s:.1f} s after {WARMUP_S:.0f} s warm-up; counted = every event of a batch whose "
         f"script calls all landed (the status hash's events_committed; {mm.consumed_per_s:,.0f} events/s taken "
-        f"in), {mm.conflated_share:.0%} of them quotes conflated inside a batch (a later quote of the contract "
-        f"in the same batch was written instead) and {mm.rejected_in_window:,} rejected by ingest or the script "
-        f"(unknown contract, out of sequence: counted too, as the status hash does); the script itself wrote "
+        f"in, {mm.conflated_share:.0%} of them quotes conflated: superseded inside their batch by a later quote "
+        f"of the contract); rejects in the window (any reason; 0 expected, the feed has none): "
+        f"{mm.rejected_in_window:,}; the script itself wrote "
         f"{mm.events_per_s:,.0f} events/s (next row); Redis cross-check {mm.redis_hset_per_s:,.0f} "
         f"HSET/s from the script, trades in Redis = {mm.trades_redis:,} = ingest's count; "
         f"{mm.events_per_evalsha:,.0f} events written per EVALSHA, {mm.redis_us_per_event:.2f} µs Redis time per "

@@ -15,7 +15,14 @@ import redis
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.feed_replay import ReplayFile, generate
-from bench.ingest_throughput import Child, check_quote_subscriptions, start_ingest, start_replay
+from bench.ingest_throughput import (
+    INGEST_ENV,
+    Child,
+    check_quote_subscriptions,
+    quoted_tickers,
+    start_ingest,
+    start_replay,
+)
 from chain.decompose import decompose
 from chain.store import write_decomposition
 from fabric import keys
@@ -184,3 +191,48 @@ async def _drain(ws: ClientConnection) -> None:
     with contextlib.suppress(Exception):
         async for _ in ws:
             pass
+
+
+def test_the_benchmark_feed_quotes_exactly_the_contracts_ingest_subscribes_quotes_to(
+    redis_server, tmp_path: Path
+) -> None:
+    """``quoted_tickers`` is ingest's own plan: a feed generated for it passes the subscription check once
+    ``python -m ingest`` has subscribed, and a feed quoting other contracts fails it. A quote cap of 20 on an
+    80-contract universe, so the ranking decides."""
+    url = redis_server.url_db(DB)
+    r = redis.Redis.from_url(url, decode_responses=True)
+    r.flushdb()
+    rows = chain_rows("SPY", [date(2031, 1, 17), date(2031, 2, 21)], [float(k) for k in range(640, 660)], spot=650.0)
+    dec = decompose("SPY", rows, bucket_width=1.0, am_settled_roots=())
+    write_decomposition(r, dec, now_ms=time.time_ns() // 1_000_000, retire_ttl_s=300)
+    cids = sorted(r.smembers(keys.epoch_universe("SPY", dec.epoch_id)))
+    tickers = [contract_id_to_ticker(c) for c in cids]
+    plan = {**INGEST_ENV, "MMAKER_INGEST_QUOTES_PER_CONNECTION": "20"}
+    quoted = quoted_tickers(r, "SPY", cids, plan)
+    assert len(quoted) == 20 and set(quoted) < set(tickers)
+    others = [t for t in tickers if t not in quoted][:20]
+
+    def subscription_report(quote_tickers: list[str]) -> tuple[str, RuntimeError | None]:
+        replay = generate(tmp_path / "f.jsonl", tickers, 4_000, frame_events=(200, 400), seed=9,
+                          quote_tickers=quote_tickers)  # fmt: skip
+        port = free_port()
+        server = start_replay(replay.path, port, "max")
+        ingest: Child | None = None
+        try:
+            ingest = start_ingest(url, f"ws://127.0.0.1:{port}", plan_env=plan)
+            line = server.wait_for("replay quote subscriptions", 30)
+            try:
+                check_quote_subscriptions(server, replay.quoted)
+            except RuntimeError as exc:
+                return line, exc
+            return line, None
+        finally:
+            if ingest is not None:
+                ingest.stop()
+            server.stop()
+
+    line, failure = subscription_report(quoted)
+    assert failure is None and line.endswith("quote subscriptions 20, quoted tickers of the file not subscribed 0")
+    line, failure = subscription_report(others)
+    assert failure is not None and line.endswith("quote subscriptions 20, quoted tickers of the file not subscribed 20")
+    r.flushdb()

@@ -65,17 +65,22 @@ def _status(r: redis.Redis) -> tuple[dict, dict]:
     return orjson.loads(status.get("counters") or "{}"), orjson.loads(status.get("rejects") or "{}")
 
 
-def test_replayed_events_are_committed_exactly(redis_server, tmp_path: Path) -> None:
-    url = redis_server.url_db(DB)
-    r = redis.Redis.from_url(url, decode_responses=True)
+def _spy_epoch(r: redis.Redis) -> tuple[str, list[str], list[str]]:
+    """An empty database, then one 80-contract SPY epoch written by chain: (epoch, contract ids, tickers)."""
     r.flushdb()
     rows = chain_rows("SPY", [date(2031, 1, 17), date(2031, 2, 21)], [float(k) for k in range(640, 660)], spot=650.0)
     dec = decompose("SPY", rows, bucket_width=1.0, am_settled_roots=())
     write_decomposition(r, dec, now_ms=time.time_ns() // 1_000_000, retire_ttl_s=300)
-    epoch = dec.epoch_id
-    cids = sorted(r.smembers(keys.epoch_universe("SPY", epoch)))
+    cids = sorted(r.smembers(keys.epoch_universe("SPY", dec.epoch_id)))
     tickers = [contract_id_to_ticker(c) for c in cids]
     assert len(tickers) == 80
+    return dec.epoch_id, cids, tickers
+
+
+def test_replayed_events_are_committed_exactly(redis_server, tmp_path: Path) -> None:
+    url = redis_server.url_db(DB)
+    r = redis.Redis.from_url(url, decode_responses=True)
+    epoch, cids, tickers = _spy_epoch(r)
 
     replay: ReplayFile = generate(tmp_path / "frames.jsonl", tickers, 20_000, frame_events=(500, 1_000), seed=3)
     assert replay.quotes + replay.trades == replay.events == 20_000 and replay.trades > 1_000
@@ -201,12 +206,7 @@ def test_the_benchmark_feed_quotes_exactly_the_contracts_ingest_subscribes_quote
     80-contract universe, so the ranking decides."""
     url = redis_server.url_db(DB)
     r = redis.Redis.from_url(url, decode_responses=True)
-    r.flushdb()
-    rows = chain_rows("SPY", [date(2031, 1, 17), date(2031, 2, 21)], [float(k) for k in range(640, 660)], spot=650.0)
-    dec = decompose("SPY", rows, bucket_width=1.0, am_settled_roots=())
-    write_decomposition(r, dec, now_ms=time.time_ns() // 1_000_000, retire_ttl_s=300)
-    cids = sorted(r.smembers(keys.epoch_universe("SPY", dec.epoch_id)))
-    tickers = [contract_id_to_ticker(c) for c in cids]
+    _, cids, tickers = _spy_epoch(r)
     plan = {**INGEST_ENV, "MMAKER_INGEST_QUOTES_PER_CONNECTION": "20"}
     quoted = quoted_tickers(r, "SPY", cids, plan)
     assert len(quoted) == 20 and set(quoted) < set(tickers)

@@ -11,7 +11,9 @@ The simulator generates its market live, which costs a whole core at high rates;
   Quotes follow a per-contract random walk around a seed price, with realistic one-cent-wide-or-wider
   spreads; trades print at, inside or outside the spread of the contract's current quote. ``q`` is the
   global event index (+ ``q_start``), so it increases per symbol across the WHOLE file — nothing is a
-  duplicate — and ``t`` = ``t_base_ms`` + the index.
+  duplicate — and ``t`` = ``t_base_ms`` + the index ÷ ``events_per_ms`` (by default ten minutes before the
+  file is written, 100 events a millisecond: within the event-time window ingest accepts around the time of
+  receipt, as a live feed's times are).
 - ``python -m bench.feed_replay --port P --frames FILE --rate EVENTS_PER_S|max`` serves it. Every
   connection gets Massive's handshake (``connected``, any ``auth`` → ``auth_success``, every
   ``subscribe`` / ``unsubscribe`` → ``success``). After the first ``subscribe`` an ``/options`` connection
@@ -34,6 +36,7 @@ import asyncio
 import contextlib
 import math
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +58,7 @@ class ReplayFile:
     frames: int = 0
     q_first: int = 0
     q_last: int = 0
+    t_last_ms: int = 0  # the last event's time
     trades_by_ticker: dict[str, int] = field(default_factory=dict)
     last_quote_q: dict[str, int] = field(default_factory=dict)
     trade_placement: dict[str, int] = field(default_factory=dict)
@@ -75,7 +79,8 @@ def generate(
     quote_share: float = 0.8,
     frame_events: tuple[int, int] = (1_000, 2_000),
     q_start: int = 1,
-    t_base_ms: int = 1_700_000_000_000,
+    t_base_ms: int | None = None,
+    events_per_ms: int = 100,
     skew: float = 0.5,
     seed: int = 7,
     quote_tickers: Sequence[str] | None = None,
@@ -91,6 +96,8 @@ def generate(
     """
     if not tickers:
         raise ValueError("no tickers to generate events for")
+    if t_base_ms is None:
+        t_base_ms = time.time_ns() // 1_000_000 - 600_000
     rng = np.random.default_rng(seed)
     n_sym = len(tickers)
     order = rng.permutation(n_sym)
@@ -147,7 +154,8 @@ def generate(
             s = sym_list[n]
             ticker = tickers[s]
             q = q_start + n
-            t = t_base_ms + n
+            t = t_base_ms + n // events_per_ms
+            out.t_last_ms = t
             quote = book[s]
             if quote_list[n] or quote is None:
                 mid = mids[s] = max(0.05, mids[s] * math.exp(walk_list[n]))

@@ -478,7 +478,7 @@ def run() -> list[Result]:
         latency_events = int(LATENCY_RATE * (LATENCY_SETTLE_S + 15))
         latency_file = generate(work / "latency.jsonl", tickers, latency_events, prices=prices, seed=12,
                                 frame_events=(100, 100), q_start=main_file.q_last + 1,
-                                t_base_ms=1_700_000_000_000 + main_file.events, quote_tickers=quoted)  # fmt: skip
+                                t_base_ms=main_file.t_last_ms + 1, quote_tickers=quoted)  # fmt: skip
         gen_s = time.perf_counter() - t_gen
         port = free_port()
         mm = measure_mmaker(r, server.proc.pid, server.url, main_file, UNDERLYING, epoch, cids, port)

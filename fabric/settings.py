@@ -116,6 +116,9 @@ class Settings:
     ingest_trades_wildcard: bool = False
     ingest_max_quote_age_ms: int = 120_000
     ingest_pipeline_depth: int = 2
+    ingest_max_event_age_ms: int = 86_400_000
+    ingest_max_event_lead_ms: int = 30_000
+    ingest_silent_s: float = 30.0
     # models
     heatmap_interval_ms: int = 500
     gex_interval_ms: int = 3_000
@@ -231,6 +234,9 @@ class Settings:
             ingest_trades_wildcard=get("MMAKER_INGEST_TRADES_WILDCARD", "0").lower() in ("1", "true", "yes"),
             ingest_max_quote_age_ms=int(get("MMAKER_INGEST_MAX_QUOTE_AGE_MS", "120000")),
             ingest_pipeline_depth=max(1, int(get("MMAKER_INGEST_PIPELINE_DEPTH", "2"))),
+            ingest_max_event_age_ms=max(0, int(get("MMAKER_INGEST_MAX_EVENT_AGE_MS", "86400000"))),
+            ingest_max_event_lead_ms=max(0, int(get("MMAKER_INGEST_MAX_EVENT_LEAD_MS", "30000"))),
+            ingest_silent_s=max(1.0, float(get("MMAKER_INGEST_SILENT_S", "30"))),
             heatmap_interval_ms=min(1000, max(250, int(get("MMAKER_HEATMAP_INTERVAL_MS", "500")))),
             gex_interval_ms=min(5000, max(2000, int(get("MMAKER_GEX_INTERVAL_MS", "3000")))),
             risk_free_rate=float(get("MMAKER_RISK_FREE_RATE", "0.04")),

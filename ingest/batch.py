@@ -11,8 +11,10 @@ decide the common case and rejects stay exact.
   it, through a :class:`Universe` built from Redis whenever the live epochs change. A ticker no live
   epoch holds is counted (``unknown_contract``) and dropped — ingest never creates a contract.
 - **Sequence.** Per ticker and event type the sequence number ``q`` must increase; duplicates and
-  out-of-order events are counted (``out_of_sequence``) and dropped. The Lua script checks again against
-  what Redis holds, so a restart cannot re-apply an event either.
+  out-of-order events are counted (``out_of_sequence``) and dropped — unless the event is at least
+  :data:`ingest.decode.SEQUENCE_RESTART_GAP_MS` newer than the newest of its kind seen: the feed's numbering
+  started again (counted, ``sequence_restarts``). The Lua script checks again, by the same rule, against what
+  Redis holds, so a restart of ingest cannot re-apply an event either.
 - **Conflation.** Consecutive quotes of one contract collapse to the last one; a quote is flushed just
   before the next trade of its contract, so every trade is still classified against the quote that was
   in force when it printed. The last spot per underlying wins.
@@ -41,7 +43,21 @@ import orjson
 
 from fabric import keys
 from fabric.contracts import InvalidTicker, parse_ticker
-from ingest.decode import MAX_NOTIONAL, MAX_PRICE, MAX_SIZE, Decoded, Quote, SpotTick, Trade, decode_event, parse_frame
+from ingest.decode import (
+    DEFAULT_WINDOW,
+    MAX_NOTIONAL,
+    MAX_PRICE,
+    MAX_SEQUENCE,
+    MAX_SIZE,
+    SEQUENCE_RESTART_GAP_MS,
+    Decoded,
+    EventWindow,
+    Quote,
+    SpotTick,
+    Trade,
+    decode_event,
+    parse_frame,
+)
 
 QUOTE = 0
 TRADE = 1
@@ -119,8 +135,9 @@ class EpochCall:
         KEYS: the dirty set, the counter records, the underlying's chain key, the heatmap hash of every
         contract whose only event is one quote, then heatmap and GEX hash of every other contract.
         ARGV: the quote age limit, the chain's expected and own mark (empty: set by the committer at
-        :data:`EXPECT_ARG`, :data:`MARK_ARG`), the number of single-quote contracts and their quotes as the
-        text to store (six values each), the other contracts' ids, then their events as one JSON array.
+        :data:`EXPECT_ARG`, :data:`MARK_ARG`), the sequence restart gap, the number of single-quote contracts
+        and their quotes as the text to store (six values each), the other contracts' ids, then their events as
+        one JSON array.
         A contract :meth:`add` gave a single quote goes to the single-quote section here (the batch builder
         puts such contracts in ``quoted`` directly).
         """
@@ -140,7 +157,8 @@ class EpochCall:
                      *(hm + cid for cid in quoted)]  # fmt: skip
         for cid in cids:
             call_keys += (hm + cid, gx + cid)
-        return call_keys, [max_quote_age_ms, "", "", len(quoted), *quotes, *cids, orjson.dumps(events)]
+        return call_keys, [max_quote_age_ms, "", "", SEQUENCE_RESTART_GAP_MS, len(quoted), *quotes, *cids,
+                           orjson.dumps(events)]  # fmt: skip
 
 
 def _text(price: Any) -> str:
@@ -150,18 +168,19 @@ def _text(price: Any) -> str:
 
 
 # The typed fast path of a frame: msgspec decodes an ASCII frame of plain quotes and trades straight into
-# these structs, checking in C every bound the plain case needs (the same as decode_event's: prices finite
-# and in range — an integer price is taken as its float, as decode_event does —, sizes integers in range,
-# time and sequence non-negative integers, a non-empty symbol). A frame with anything else in it (another
+# these structs, checking in C every fixed bound the plain case needs (the same as decode_event's: prices
+# finite and in range — an integer price is taken as its float, as decode_event does —, sizes integers in
+# range, sequence and time integers in range, a non-empty symbol). A frame with anything else in it (another
 # event type, a missing field, a wrong type, a bound broken, malformed JSON, nesting too deep) fails to
 # decode as a whole and takes the general path, where every event is decided and every reject counted as
-# before; a trade over the notional bound (no bound relates two fields) is checked in add_events and goes
-# to decode_event alone.
+# before. The bounds that depend on more than one field or on the frame — a trade's notional, the event
+# time's window around the receive time — are checked in add_events; an event outside them goes to
+# decode_event alone, which counts the reason.
 _Price0 = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_PRICE)]
 _Price = Annotated[float, msgspec.Meta(gt=0.0, le=MAX_PRICE)]
 _Size0 = Annotated[int, msgspec.Meta(ge=0, le=MAX_SIZE)]
 _Size = Annotated[int, msgspec.Meta(gt=0, le=MAX_SIZE)]
-_Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # beyond: the general path (orjson reads ≥ 2^64 as a float)
+_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQUENCE)]  # sequence and time; the window: add_events
 _Symbol = Annotated[str, msgspec.Meta(min_length=1)]
 
 
@@ -188,8 +207,13 @@ _PLAIN_FRAME = msgspec.json.Decoder(list[_Q | _T])
 
 # The per-ticker record a SequenceFilter keeps (a list: indexing is the cheapest access in the hot loop).
 # _LAST_TRADE / _LAST_QUOTE: positions in _FLAT of the last trade and of the last quote flushed before a trade
-# (-1: none in this batch) — the values the script stores, sent as text by BatchBuilder.build.
-_QUOTE_Q, _TRADE_Q, _BATCH, _FLAT, _PENDING, _CHECKED, _SYM, _LAST_TRADE, _LAST_QUOTE = range(9)
+# (-1: none in this batch) — the values the script stores, sent as text by BatchBuilder.build. _QUOTE_TS /
+# _TRADE_TS: the newest event time of each kind seen (the sequence restart rule).
+_QUOTE_Q, _TRADE_Q, _BATCH, _FLAT, _PENDING, _CHECKED, _SYM, _LAST_TRADE, _LAST_QUOTE, _QUOTE_TS, _TRADE_TS = range(11)
+
+
+def _new_record(sym: str, checked: Any = None) -> list[Any]:
+    return [-1, -1, None, None, None, checked, sym, 0, -1, -1, -1]
 
 
 class SequenceFilter:
@@ -208,16 +232,18 @@ class SequenceFilter:
         """The record of ``sym`` (created empty: nothing seen)."""
         found = self.records.get(sym)
         if found is None:
-            found = self.records[sym] = [-1, -1, None, None, None, None, sym, 0, -1]
+            found = self.records[sym] = _new_record(sym)
         return found
 
-    def accept(self, sym: str, q: int, *, trade: bool) -> bool:
-        """True when ``q`` is newer than anything seen for ``sym``; remembers it."""
+    def accept(self, sym: str, q: int, ts_ms: int, *, trade: bool) -> bool:
+        """True when ``q`` is newer than anything seen for ``sym`` — or its sequence started again (the event is
+        at least :data:`SEQUENCE_RESTART_GAP_MS` newer than the newest seen); remembers it."""
         rec = self.record(sym)
-        i = _TRADE_Q if trade else _QUOTE_Q
-        if q <= rec[i]:
+        i, t = (_TRADE_Q, _TRADE_TS) if trade else (_QUOTE_Q, _QUOTE_TS)
+        if q <= rec[i] and ts_ms < rec[t] + SEQUENCE_RESTART_GAP_MS:
             return False
         rec[i] = q
+        rec[t] = max(rec[t], ts_ms)
         return True
 
     def trim(self) -> None:
@@ -235,6 +261,7 @@ class Batch:
     rejects: Counter[str]
     events_in: int
     quotes_conflated: int
+    sequence_restarts: int = 0
 
     def script_calls(self, max_quote_age_ms: int) -> ScriptCalls:
         """``(KEYS, ARGV)`` of every ``ingest_batch.lua`` call of the batch (one per epoch with events)."""
@@ -244,19 +271,22 @@ class Batch:
 class BatchBuilder:
     """Accumulates the events of several frames into one :class:`Batch` (see the module docstring)."""
 
-    def __init__(self, universe: Universe, sequence: SequenceFilter) -> None:
+    def __init__(self, universe: Universe, sequence: SequenceFilter, window: EventWindow = DEFAULT_WINDOW) -> None:
         self.universe = universe
         self.sequence = sequence
+        self.window = window
         self.rejects: Counter[str] = Counter()
         self._scratch = Decoded()  # the slow path's: its rejects are merged, its statuses ignored
         self.events_in = 0
         self.quotes_conflated = 0
+        self.sequence_restarts = 0
         self._spots: list[SpotTick] = []
         self._token = object()  # marks the ticker records that hold this batch's events
         self._touched: list[list[Any]] = []  # those records, in first-touch order
 
-    def add_frame(self, raw: bytes | str, feed: str = "options") -> int:
-        """Add the events of one frame from ``feed``; returns its latest event time, ms (0 when none)."""
+    def add_frame(self, raw: bytes | str, feed: str = "options", *, recv_ms: int) -> int:
+        """Add the events of one frame from ``feed`` received at ``recv_ms`` (Unix ms); returns its latest
+        event time, ms (0 when none)."""
         # ASCII only (a fast scan): msgspec does not check the UTF-8 of the values it skips, which the general
         # path counts as a malformed frame, and non-ASCII is never the plain case anyway.
         if feed == "options" and raw.isascii():
@@ -265,38 +295,44 @@ class BatchBuilder:
             except (msgspec.DecodeError, msgspec.ValidationError, TypeError, RecursionError):
                 pass  # not a frame of plain quotes and trades only: the general path decides every event
             else:
-                return self.add_events(plain)
+                return self.add_events(plain, recv_ms=recv_ms)
         scratch = Decoded()
         events = parse_frame(raw, scratch)
         if events is None:
             self.rejects.update(scratch.rejects)
             return 0
         if feed != "options":
+            scratch.min_ts_ms, scratch.top_ts_ms = self.window.bounds(recv_ms)
             for event in events:
                 decode_event(event, scratch, options=False)
             self.rejects.update(scratch.rejects)
             self._spots += scratch.spots
             return max((tick.ts_ms for tick in scratch.spots), default=0)
-        return self.add_events(events)
+        return self.add_events(events, recv_ms=recv_ms)
 
-    def add_events(self, events: list[Any]) -> int:
-        """Add parsed option events (JSON objects in Massive's shape, or the typed fast path's structs: bounds
-        checked, a trade's notional checked here); returns the latest event time, ms."""
+    def add_events(self, events: list[Any], *, recv_ms: int) -> int:
+        """Add parsed option events received at ``recv_ms`` (JSON objects in Massive's shape, or the typed fast
+        path's structs: fixed bounds checked; a trade's notional and the time window checked here); returns the
+        latest event time, ms."""
         contracts = self.universe.contracts
         records = self.sequence.records
         token = self._token
         touched = self._touched
         rejects = self.rejects
-        conflated = dropped = 0
+        lo, hi = self.window.bounds(recv_ms)
+        self._scratch.min_ts_ms, self._scratch.top_ts_ms = lo, hi
+        conflated = dropped = restarts = 0
         max_ts = 0
         for event in events:
             cls = type(event)
-            if cls is _Q:  # the typed fast path: msgspec checked every bound
+            if cls is _Q:  # the typed fast path: msgspec checked every fixed bound
                 kind, sym, a, b, c, d, ts, q = "Q", event.sym, event.bp, event.ap, event.bs, event.as_, event.t, event.q
-                plain = True
+                plain = lo <= ts <= hi
+                if not plain:  # decode_event counts the reject
+                    event = {"ev": "Q", "sym": sym, "bp": a, "ap": b, "bs": c, "as": d, "t": ts, "q": q}
             elif cls is _T:
                 kind, sym, a, b, ts, q = "T", event.sym, event.p, event.s, event.t, event.q
-                plain = a * b <= MAX_NOTIONAL
+                plain = a * b <= MAX_NOTIONAL and lo <= ts <= hi
                 if not plain:  # decode_event counts the reject
                     event = {"ev": "T", "sym": sym, "p": a, "s": b, "t": ts, "q": q}
             else:
@@ -318,8 +354,8 @@ class BatchBuilder:
                             and 0 < b <= MAX_SIZE and a * b <= MAX_NOTIONAL
                         )  # fmt: skip
                     plain = (
-                        plain and type(ts) is int and type(q) is int and ts >= 0 and q >= 0 and type(sym) is str
-                        and sym
+                        plain and type(ts) is int and type(q) is int and lo <= ts <= hi and 0 <= q <= MAX_SEQUENCE
+                        and type(sym) is str and sym
                     )  # fmt: skip
                 except (KeyError, TypeError):
                     plain = False
@@ -340,14 +376,18 @@ class BatchBuilder:
                     rejects[_unknown_reason(sym)] += 1
                     continue
                 if rec is None:
-                    rec = records[sym] = [-1, -1, None, None, None, contracts, sym, 0, -1]
+                    rec = records[sym] = _new_record(sym, contracts)
                 else:
                     rec[_CHECKED] = contracts
             if kind == "Q":
                 if q <= rec[_QUOTE_Q]:
-                    rejects["out_of_sequence"] += 1
-                    continue
+                    if ts < rec[_QUOTE_TS] + SEQUENCE_RESTART_GAP_MS:
+                        rejects["out_of_sequence"] += 1
+                        continue
+                    restarts += 1
                 rec[_QUOTE_Q] = q
+                if ts > rec[_QUOTE_TS]:
+                    rec[_QUOTE_TS] = ts
                 if rec[_BATCH] is token:
                     if rec[_PENDING] is not None:
                         conflated += 1
@@ -357,9 +397,13 @@ class BatchBuilder:
                     touched.append(rec)
             else:
                 if q <= rec[_TRADE_Q]:
-                    rejects["out_of_sequence"] += 1
-                    continue
+                    if ts < rec[_TRADE_TS] + SEQUENCE_RESTART_GAP_MS:
+                        rejects["out_of_sequence"] += 1
+                        continue
+                    restarts += 1
                 rec[_TRADE_Q] = q
+                if ts > rec[_TRADE_TS]:
+                    rec[_TRADE_TS] = ts
                 if rec[_BATCH] is token:
                     flat = rec[_FLAT]
                     if rec[_PENDING] is not None:
@@ -374,6 +418,7 @@ class BatchBuilder:
                     touched.append(rec)
         self.events_in += len(events) - dropped
         self.quotes_conflated += conflated
+        self.sequence_restarts += restarts
         return max_ts
 
     def _decode_slow(self, event: Any) -> Quote | Trade | None:
@@ -436,7 +481,8 @@ class BatchBuilder:
                 self.rejects["unknown_spot_symbol"] += 1
             elif underlying not in latest or tick.ts_ms >= latest[underlying].ts_ms:
                 latest[underlying] = tick
-        return Batch(list(calls.values()), latest, self.rejects, self.events_in, self.quotes_conflated)
+        return Batch(list(calls.values()), latest, self.rejects, self.events_in, self.quotes_conflated,
+                     self.sequence_restarts)  # fmt: skip
 
 
 def build_batch(
@@ -444,9 +490,13 @@ def build_batch(
     spots: Iterable[SpotTick],
     universe: Universe,
     sequence: SequenceFilter,
+    *,
+    recv_ms: int,
+    window: EventWindow = DEFAULT_WINDOW,
 ) -> Batch:
-    """Resolve, filter and conflate decoded ``events``; returns one :class:`EpochCall` per epoch touched."""
-    builder = BatchBuilder(universe, sequence)
+    """Resolve, filter and conflate decoded ``events`` received at ``recv_ms``; returns one :class:`EpochCall`
+    per epoch touched."""
+    builder = BatchBuilder(universe, sequence, window)
     raw: list[dict[str, Any]] = []
     for event in events:
         if type(event) is Trade:
@@ -455,7 +505,7 @@ def build_batch(
         else:
             raw.append({"ev": "Q", "sym": event.sym, "bp": event.bid, "ap": event.ask, "bs": event.bid_size,
                         "as": event.ask_size, "t": event.ts_ms, "q": event.q})  # fmt: skip
-    builder.add_events(raw)
+    builder.add_events(raw, recv_ms=recv_ms)
     builder.add_spots(spots)
     return builder.build()
 

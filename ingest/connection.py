@@ -6,9 +6,16 @@ reconnect the whole desired set is subscribed again; while connected, changes ar
 
 Frames are handed to ``on_frame`` as they arrive (raw bytes, with their receive time); decoding happens
 elsewhere. While the optional ``room`` event is clear the connection reads nothing (back-pressure).
-Status events are looked at here because they steer the connection: ``auth_failed`` is fatal
-(:class:`AuthFailed`, the process exits non-zero); ``max_connections``, ``slow_consumer`` and
-``force_disconnect`` are logged, counted, and the connection is closed and re-opened.
+Status events are looked at here because they steer the connection: ``auth_failed`` at the first login is
+fatal (:class:`AuthFailed`, the process exits non-zero: the key is wrong); once the connection has been
+authenticated, an ``auth_failed`` — on the stream, or at a later login — is the feed's word against a key it
+took before, so the connection backs off and tries again (counted), and the process goes on. ``max_connections``,
+``slow_consumer`` and ``force_disconnect`` are logged, counted, and the connection is closed and re-opened.
+
+Status texts come from the feed: they are counted under a fixed set of names (any other is ``other``) and
+logged through a :class:`~fabric.logthrottle.LogThrottle`, so a feed that sends a million distinct statuses
+grows neither memory nor the log. :meth:`FeedConnection.restart` closes a live connection on request (the
+service does so when a connection stays silent while the others talk).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedOK, InvalidHandshake, WebSocketException
 
+from fabric.logthrottle import LogThrottle
 from ingest.subscriptions import diff, messages
 
 log = logging.getLogger(__name__)
@@ -32,12 +40,16 @@ FrameHandler = Callable[[str | bytes, int, "FeedConnection"], None]
 #: ``record(feed, connection name, raw frame, receive time ns)`` — must never block (see ingest/record.py).
 FrameRecorder = Callable[[str, str, str | bytes, int], None]
 RECONNECT_STATUSES = ("max_connections", "slow_consumer", "force_disconnect")
+#: The statuses counted under their own name (``status:<name>``); any other counts as ``status:other``.
+KNOWN_STATUSES = frozenset(
+    {"connected", "auth_success", "auth_failed", "auth_timeout", "success", "error", *RECONNECT_STATUSES}
+)
 HANDSHAKE_TIMEOUT_S = 10.0
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 
 class AuthFailed(Exception):
-    """The feed refused the API key: nothing will work until the key is fixed."""
+    """The feed refused the API key at the first login: nothing will work until the key is fixed."""
 
 
 class Reconnect(Exception):
@@ -78,6 +90,8 @@ class FeedConnection:
         self.connected_since_ms: int | None = None
         self.last_frame_ms: int | None = None
         self.record: FrameRecorder | None = None  # set by the service when MMAKER_RECORD_DIR is set
+        self.authenticated_once = False  # a login has succeeded: a later auth_failed is not fatal
+        self._quiet = LogThrottle(10.0)
 
     def __repr__(self) -> str:
         return f"FeedConnection({self.name!r}, {self.url!r})"
@@ -86,6 +100,16 @@ class FeedConnection:
     def connected(self) -> bool:
         """True while authenticated and subscribed."""
         return self._ws is not None
+
+    async def restart(self, reason: str) -> bool:
+        """Close the live connection (it reconnects after the back-off); False when there is none. ``reason``
+        must be a fixed word (it names a counter)."""
+        ws = self._ws
+        if ws is None:
+            return False
+        self.counters[f"restarted:{reason}"] += 1
+        await ws.close(1001, reason)
+        return True
 
     async def set_desired(self, topics: frozenset[str]) -> bool:
         """Hold ``topics`` from now on; True when they are already subscribed on a live connection."""
@@ -125,6 +149,7 @@ class FeedConnection:
                     ping_interval=20, ping_timeout=20, close_timeout=2,
                 ) as ws:  # fmt: skip
                     await self._handshake(ws)
+                    self.authenticated_once = True
                     async with self._lock:
                         self.subscribed = frozenset()
                         await self._apply(ws)
@@ -138,7 +163,8 @@ class FeedConnection:
             except AuthFailed:
                 raise
             except Reconnect as exc:
-                log.warning("%s: feed status %s — reconnecting", self.name, exc)
+                if self._quiet("reconnect") is not None:
+                    log.warning("%s: feed status %s — reconnecting", self.name, exc)
             except (OSError, TimeoutError, InvalidHandshake, WebSocketException) as exc:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():  # a cancellation a library turned into an error
@@ -190,15 +216,25 @@ class FeedConnection:
                 await room.wait()
 
     def _on_status(self, status: str, message: str) -> None:
-        self.counters[f"status:{status}"] += 1
+        known = status in KNOWN_STATUSES
+        self.counters[f"status:{status if known else 'other'}"] += 1
         if status == "auth_failed":
-            raise AuthFailed(f"{self.name}: the feed refused the API key ({message}); check MASSIVE_API_KEY")
+            if not self.authenticated_once:
+                raise AuthFailed(f"{self.name}: the feed refused the API key ({message[:200]}); check MASSIVE_API_KEY")
+            raise Reconnect(f"auth_failed after a successful login: {message[:200]}")
         if status in RECONNECT_STATUSES:
-            raise Reconnect(f"{status}: {message}")
+            raise Reconnect(f"{status}: {message[:200]}")
+        if status in ("success", "connected", "auth_success"):
+            return
+        kind = status if known else "other"
+        held = self._quiet(kind)
+        if held is None:
+            return
+        more = f" ({held} more held back)" if held else ""
         if status == "error":
-            log.warning("%s: feed error status: %s", self.name, message[:300])
-        elif status not in ("success", "connected", "auth_success"):
-            log.info("%s: feed status %s: %s", self.name, status, message[:300])
+            log.warning("%s: feed error status: %s%s", self.name, message[:300], more)
+        else:
+            log.info("%s: feed status %r: %s%s", self.name, status[:60], message[:300], more)
 
 
 def _statuses(raw: str | bytes) -> list[tuple[str, str]]:

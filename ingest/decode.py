@@ -1,9 +1,27 @@
 """Decode and validate WebSocket frames — pure, no I/O, the receive time passed in.
 
 A frame is a JSON array of events. Every event is checked before it can reach Redis: its type, the
-fields its type needs with the right JSON types, finite positive prices and sizes (a quote side may be
-0 = no bid/ask), a non-negative timestamp and sequence number. Anything else is counted by reason and
-dropped; no input — any bytes — raises out of :func:`decode_frame`.
+fields its type needs with the right JSON types, and every number within one set of bounds shared by every
+decode path (this module's general path and the typed fast path of :mod:`ingest.batch`):
+
+==================  =========================================================================================
+field               bound (else the event is dropped and counted under the reason)
+==================  =========================================================================================
+price ``p bp ap``   finite, 0 < p ≤ :data:`MAX_PRICE` (a quote side may be 0 = no bid/ask)  → ``bad_price``
+``val`` (index)     the same as a price                                                      → ``bad_price``
+size ``s bs as``    an integer, 0 < s ≤ :data:`MAX_SIZE` (a quote side may be 0)              → ``bad_size``
+notional ``p × s``  ≤ :data:`MAX_NOTIONAL` for an option trade                → ``implausible_notional``
+time ``t``          an integer within :class:`EventWindow` of the receive time
+                    (not an integer, negative: ``bad_time_or_sequence``; outside the window: ``time_out_of_window``)
+sequence ``q``      an integer, 0 ≤ q ≤ :data:`MAX_SEQUENCE`        (else ``bad_time_or_sequence``)
+symbol              a non-empty string                                                        → ``bad_symbol``
+==================  =========================================================================================
+
+The time window is what keeps one absurd event from capturing a newer-wins rule: a stock print stamped
+``2^64 − 1`` would otherwise hold ``massive:spot:{U}`` at its price for good. Its reference is the
+receive time — or the fixed clock (``MMAKER_CLOCK_MS``) of a replay, whose recorded events carry the times
+they were recorded at. Anything else is counted by reason and dropped; no input — any bytes, NaN, integers
+past 64 bits — raises out of :func:`decode_frame`.
 """
 
 from __future__ import annotations
@@ -15,6 +33,39 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import orjson
+
+#: Bounds of plausibility: a larger price or size is a corrupt event, not a market (and would lose
+#: precision in Lua's doubles).
+MAX_PRICE = 1_000_000.0
+MAX_SIZE = 10_000_000
+#: price × size of one trade: keeps every premium, in micro-dollars × a multiplier up to 1,000, below 2^53
+#: so Lua's doubles sum it exactly (5e6 × 1e6 × 1,000 = 5e15 < 9.007e15).
+MAX_NOTIONAL = 5_000_000.0
+#: The largest sequence number: every larger integer is not exact in Lua's doubles (nor in JSON readers).
+MAX_SEQUENCE = 2**53 - 1
+#: A sequence number that does not grow is accepted anyway when its event is at least this much newer than
+#: the newest event of its kind seen for the contract: the feed's numbering started again (a new feed
+#: session, a restarted simulator). A duplicate or a reordered event is never that much newer, so the
+#: protection that matters — a batch sent again after a lost reply — holds; and a sequence number captured
+#: by one absurd event frees itself as soon as the feed's clock passes that event's (bounded) time.
+SEQUENCE_RESTART_GAP_MS = 1_000
+
+
+@dataclass(frozen=True)
+class EventWindow:
+    """How far an event time may lie from its reference (the receive time, or a fixed replay clock)."""
+
+    max_age_ms: int = 86_400_000
+    max_lead_ms: int = 30_000
+    fixed_clock_ms: int | None = None
+
+    def bounds(self, recv_ms: int) -> tuple[int, int]:
+        """``(lowest, highest)`` event time accepted for a frame received at ``recv_ms``, Unix ms."""
+        ref = self.fixed_clock_ms if self.fixed_clock_ms is not None else recv_ms
+        return ref - self.max_age_ms, ref + self.max_lead_ms
+
+
+DEFAULT_WINDOW = EventWindow()
 
 
 class Quote(NamedTuple):
@@ -63,15 +114,9 @@ class Decoded:
     statuses: list[Status] = field(default_factory=list)
     rejects: Counter[str] = field(default_factory=Counter)
     max_ts_ms: int = 0
-
-
-#: Bounds of plausibility: a larger price or size is a corrupt event, not a market (and would lose
-#: precision in Lua's doubles).
-MAX_PRICE = 1_000_000.0
-MAX_SIZE = 10_000_000
-#: price × size of one trade: keeps every premium, in micro-dollars × a multiplier up to 1,000, below 2^53
-#: so Lua's doubles sum it exactly (5e6 × 1e6 × 1,000 = 5e15 < 9.007e15).
-MAX_NOTIONAL = 5_000_000.0
+    #: the event times accepted (Unix ms): set by :func:`decode_frame` from the receive time
+    min_ts_ms: int = 0
+    top_ts_ms: int = MAX_SEQUENCE
 
 
 def _price(value: Any, *, allow_zero: bool = False) -> float | None:
@@ -90,9 +135,13 @@ def _count(value: Any, *, allow_zero: bool = False) -> int | None:
     return value
 
 
-def decode_frame(raw: bytes | str, *, feed: str = "options") -> Decoded:
-    """Decode one frame from ``feed`` (``options``, ``stocks`` or ``indices``); never raises."""
+def decode_frame(
+    raw: bytes | str, *, recv_ms: int, feed: str = "options", window: EventWindow = DEFAULT_WINDOW
+) -> Decoded:
+    """Decode one frame from ``feed`` (``options``, ``stocks`` or ``indices``) received at ``recv_ms``
+    (Unix ms); never raises."""
     out = Decoded()
+    out.min_ts_ms, out.top_ts_ms = window.bounds(recv_ms)
     events = parse_frame(raw, out)
     if events is not None:
         options = feed == "options"
@@ -119,7 +168,8 @@ def parse_frame(raw: bytes | str, out: Decoded) -> list[Any] | None:
 
 
 def decode_event(event: Any, out: Decoded, *, options: bool) -> None:
-    """Validate one parsed event into ``out`` (appended, or its reject counted by reason); never raises."""
+    """Validate one parsed event into ``out`` (appended, or its reject counted by reason); never raises.
+    Event times are bounded by ``out.min_ts_ms`` … ``out.top_ts_ms``."""
     if type(event) is not dict:
         out.rejects["not_an_object"] += 1
         return
@@ -148,13 +198,26 @@ def _lenient(raw: bytes | str) -> Any:
         return None
 
 
+def _time(ts: Any, out: Decoded) -> bool:
+    """True when ``ts`` is an event time within the window; else the reason is counted."""
+    if type(ts) is not int or ts < 0:
+        out.rejects["bad_time_or_sequence"] += 1
+        return False
+    if not out.min_ts_ms <= ts <= out.top_ts_ms:
+        out.rejects["time_out_of_window"] += 1
+        return False
+    return True
+
+
 def _common(event: dict[str, Any], out: Decoded) -> tuple[str, int, int] | None:
     sym, ts, q = event.get("sym"), event.get("t"), event.get("q")
     if type(sym) is not str or not sym:
         out.rejects["bad_symbol"] += 1
         return None
-    if type(ts) is not int or ts < 0 or type(q) is not int or q < 0:
+    if type(q) is not int or not 0 <= q <= MAX_SEQUENCE:
         out.rejects["bad_time_or_sequence"] += 1
+        return None
+    if not _time(ts, out):
         return None
     return sym, ts, q
 
@@ -203,8 +266,8 @@ def _spot(event: dict[str, Any], out: Decoded, sym_field: str, price_field: str)
     price = _price(event.get(price_field))
     if type(sym) is not str or not sym:
         out.rejects["bad_symbol"] += 1
-    elif type(ts) is not int or ts < 0:
-        out.rejects["bad_time_or_sequence"] += 1
+    elif not _time(ts, out):
+        pass
     elif price is None:
         out.rejects["bad_price"] += 1
     else:

@@ -45,16 +45,27 @@ import orjson
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio import RedisCluster as AsyncRedisCluster
 from redis.asyncio.connection import Connection
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import (
+    AskError,
+    BusyLoadingError,
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
 from fabric import keys
 from fabric.contracts import contract_id_to_ticker, parse_contract_id
+from fabric.logthrottle import LogThrottle
 from fabric.redis_client import pubsub_for
 from fabric.scripts import eval_many, pack_calls, read_replies, script_source
 from fabric.settings import Settings
 from fabric.topology import NEW_YORK
 from ingest.batch import CHAIN_KEY, EXPECT_ARG, MARK_ARG, Batch, BatchBuilder, ScriptCalls, SequenceFilter, Universe
 from ingest.connection import AuthFailed, FeedConnection
+from ingest.decode import EventWindow
 from ingest.record import recorder_from_settings
 from ingest.subscriptions import plan_options, plan_spot, rank_for_quotes, spot_symbols
 
@@ -64,16 +75,32 @@ GC_THRESHOLDS = (100_000, 50, 10)  # gen-0 allocations, gen-1 and gen-2 collecti
 #: A batch Redis refused this many times with an error that waiting cannot cure (a script error, WRONGTYPE on a
 #: corrupted key) is dropped, counted and logged: retrying it forever would stall the whole feed. Connection
 #: errors and transient refusals (out of memory, loading, busy, read-only replica, cluster down, a slot
-#: moving) are retried until Redis takes the batch.
+#: moving) are retried until Redis takes the batch, while the feed waits (back-pressure).
 MAX_REFUSALS = 3
-TRANSIENT_REFUSALS = (
-    "OOM", "LOADING", "BUSY", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "NOREPLICAS", "MOVED", "ASK",
-)  # fmt: skip
+#: Error codes of refusals that end by themselves. redis-py strips the code from the message of the errors it
+#: has a class for (``OutOfMemoryError("command not allowed …")``) and keeps it in ``status_code``, so the
+#: code is read there (and, for an error from elsewhere, from the message's first word).
+TRANSIENT_REFUSALS = frozenset(
+    {"OOM", "LOADING", "BUSY", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "NOREPLICAS", "MOVED", "ASK"}
+)
+TRANSIENT_CLASSES = (OutOfMemoryError, ReadOnlyError, BusyLoadingError, TryAgainError, ClusterDownError, AskError)
 
 
-def _refused_for_good(exc: BaseException) -> bool:
-    """True for an error reply that a retry of the same batch would only repeat."""
-    return isinstance(exc, ResponseError) and not str(exc).startswith(TRANSIENT_REFUSALS)
+def refusal_code(exc: BaseException) -> str:
+    """The error code of a Redis error reply (``OOM``, ``READONLY``, ``WRONGTYPE`` …; ``ERR`` when it has none)."""
+    code = getattr(exc, "status_code", None)
+    if code:
+        return str(code)
+    first = str(exc).split(" ", 1)[0]
+    return first if first.isupper() and first.isalpha() else "ERR"
+
+
+def refused_for_good(exc: BaseException) -> bool:
+    """True for an error reply that a retry of the same batch would only repeat (not for a connection error, nor
+    for a transient refusal such as out of memory or a read-only replica)."""
+    if not isinstance(exc, ResponseError) or isinstance(exc, TRANSIENT_CLASSES):
+        return False
+    return refusal_code(exc) not in TRANSIENT_REFUSALS
 
 
 @dataclass(frozen=True)
@@ -93,6 +120,15 @@ class IngestConfig:
     status_every_s: float = 1.0
     summary_every_s: float = 5.0
     pipeline_depth: int = 2
+    max_event_age_ms: int = 86_400_000
+    max_event_lead_ms: int = 30_000
+    silent_s: float = 30.0
+    fixed_clock_ms: int | None = None
+
+    @property
+    def window(self) -> EventWindow:
+        """The event-time window of decoding (see :mod:`ingest.decode`)."""
+        return EventWindow(self.max_event_age_ms, self.max_event_lead_ms, self.fixed_clock_ms)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestConfig:
@@ -106,6 +142,10 @@ class IngestConfig:
             trades_wildcard=settings.ingest_trades_wildcard,
             max_quote_age_ms=settings.ingest_max_quote_age_ms,
             pipeline_depth=settings.ingest_pipeline_depth,
+            max_event_age_ms=settings.ingest_max_event_age_ms,
+            max_event_lead_ms=settings.ingest_max_event_lead_ms,
+            silent_s=settings.ingest_silent_s,
+            fixed_clock_ms=settings.clock_ms,
         )
 
 
@@ -180,6 +220,7 @@ class IngestService:
         self.room.set()
         self._commits: asyncio.Queue[tuple[Batch, ScriptCalls, list[int]]] = asyncio.Queue(1)
         self._token = secrets.token_hex(4)  # this process's chain marks: <token>:<n>
+        self._quiet = LogThrottle(10.0)  # log lines a flood could repeat: at most one per kind every 10 s
         self._marks = itertools.count(1)
         self._unanswered: dict[str, str] = {}  # chain key -> the mark of its latest call sent, not yet answered
         self._universe_cache: dict[tuple[str, str], frozenset[str]] = {}
@@ -259,10 +300,11 @@ class IngestService:
         loop = asyncio.get_running_loop()
         cfg = self.config
         queue, commits = self.queue, self._commits
+        window = cfg.window
         while True:
             _raise_if_cancelling()
             await self._wait_frame()
-            builder = BatchBuilder(self.universe, self.sequence)
+            builder = BatchBuilder(self.universe, self.sequence, window)
             recv_times: list[int] = []
             deadline = loop.time() + cfg.batch_max_ms / 1000
             approx_events = 0
@@ -283,9 +325,18 @@ class IngestService:
                 # Let the loop breathe between frames: the committer's socket writes and reads (a batch is
                 # ~1 MB) only progress while this task is not running, and Redis must not wait on them.
                 await asyncio.sleep(0)
-            batch = builder.build()
-            # the script arguments are built here too: the committer only sends them, so Redis waits less
-            await commits.put((batch, batch.script_calls(cfg.max_quote_age_ms), recv_times))
+            try:
+                batch = builder.build()
+                # the script arguments are built here too: the committer only sends them, so Redis waits less
+                calls = batch.script_calls(cfg.max_quote_age_ms)
+            except Exception:  # a bug, never an input (every value is bounded): drop this batch, not the process
+                self.stats.counters["batches_unbuildable"] += 1
+                self.stats.counters["events_dropped"] += builder.events_in
+                if (held := self._quiet("unbuildable")) is not None:
+                    log.exception("a batch could not be built: its %d events are dropped (%d more such batches held "
+                                  "back from the log)", builder.events_in, held)  # fmt: skip
+                continue
+            await commits.put((batch, calls, recv_times))
 
     async def _wait_frame(self) -> None:
         """Until the frame queue holds a frame."""
@@ -294,7 +345,14 @@ class IngestService:
             await self._frames_ready.wait()
 
     def _add_frame(self, builder: BatchBuilder, raw: str | bytes, recv_ms: int, feed: str) -> None:
-        max_ts = builder.add_frame(raw, feed)
+        try:
+            max_ts = builder.add_frame(raw, feed, recv_ms=recv_ms)
+        except Exception:  # a bug, never an input: this frame is lost, counted and logged; ingest goes on
+            self.stats.counters["frames_failed"] += 1
+            if (held := self._quiet("frame_failed")) is not None:
+                log.exception("a %s frame of %d bytes could not be decoded (%d more held back from the log)", feed,
+                              len(raw), held)  # fmt: skip
+            return
         if max_ts and feed == "options":
             self.stats.lag_ms.append(recv_ms - max_ts)
         self.stats.counters["frames"] += 1
@@ -314,6 +372,8 @@ class IngestService:
         stats.rejects.update(batch.rejects)
         stats.counters["events_in"] += batch.events_in
         stats.counters["quotes_conflated"] += batch.quotes_conflated
+        if batch.sequence_restarts:
+            stats.counters["sequence_restarts"] += batch.sequence_restarts
 
     def _finish(self, batch: Batch, recv_times: list[int], landed: bool) -> None:
         """The batch is done: committed (every script call landed: its events count as committed, its frames'
@@ -365,7 +425,9 @@ class IngestService:
                     try:
                         if connection is None:
                             connection = await self.redis.connection_pool.get_connection()
-                        payload = pack_calls("ingest_batch", item.calls) + pack_calls("set_spot", _spot_calls(batch))
+                        payload = pack_calls("ingest_batch", item.calls) + pack_calls(
+                            "set_spot", _spot_calls(batch, self._latest_event_ms())
+                        )
                         if payload:
                             await connection.send_packed_command([payload], check_health=False)
                     except (RedisError, OSError) as exc:
@@ -391,6 +453,10 @@ class IngestService:
             args[EXPECT_ARG], args[MARK_ARG] = self._unanswered.get(chain, ""), mark
             self._unanswered[chain] = mark
         return _Sent(batch, calls, recv_times, [False] * len(calls))
+
+    def _latest_event_ms(self) -> int:
+        """The latest plausible event time now (the window's upper bound), Unix ms."""
+        return self.config.window.bounds(time.time_ns() // 1_000_000)[1]
 
     def _new_mark(self) -> str:
         return f"{self._token}:{next(self._marks)}"
@@ -440,22 +506,28 @@ class IngestService:
         await self._recover(sent, failure)
 
     def _count_reply(self, reply: list) -> None:
-        quotes, trades, stale, missing, buys, sells, bad, _, corrupt = reply
+        quotes, trades, stale, missing, buys, sells, bad, _, corrupt, restarts = reply
         c = self.stats.counters
         c["quotes_applied"] += quotes
         c["trades_applied"] += trades
         c["buys"] += buys
         c["sells"] += sells
+        if restarts:
+            c["sequence_restarts_applied"] += restarts
         if stale:
             self.stats.rejects["out_of_sequence"] += stale
         if missing:
             self.stats.rejects["missing_contract"] += missing
         if bad:
             c["bad_counters"] += bad
-            log.error("%d stored counters are not integers: left unchanged", bad)
+            if (held := self._quiet("bad_counters")) is not None:
+                log.error("%d stored counters are not integers: left unchanged (%d more such lines held back)", bad,
+                          held)  # fmt: skip
         if corrupt:
             c["corrupt_contracts"] += corrupt
-            log.error("%d contracts skipped: a key of the wrong type or a GEX volume that is not an integer", corrupt)
+            if (held := self._quiet("corrupt")) is not None:
+                log.error("%d contracts skipped: a key of the wrong type or a GEX volume that is not an integer (%d "
+                          "more such lines held back)", corrupt, held)  # fmt: skip
 
     async def _recover(self, sent: deque[_Sent], failure: BaseException) -> None:
         """Every call of ``sent`` that did not land, batch by batch in order, one at a time through
@@ -463,8 +535,11 @@ class IngestService:
         connection that Redis runs late is then refused by the chain (if chained) or finds its events
         already applied (if not) — never applied ahead of an earlier call."""
         self.stats.counters["redis_errors"] += 1
-        log.warning("redis write failed (%s: %s); retrying %d unanswered batch(es) in order", type(failure).__name__,
-                    failure, len(sent))  # fmt: skip
+        if isinstance(failure, ResponseError):
+            self.stats.counters[f"redis_refused:{_code_name(failure)}"] += 1
+        if (held := self._quiet("recover")) is not None:
+            log.warning("redis write failed (%s: %s); retrying %d unanswered batch(es) in order (%d more such lines "
+                        "held back)", type(failure).__name__, failure, len(sent), held)  # fmt: skip
         self._unanswered.clear()
         while sent:
             item = sent[0]
@@ -482,7 +557,7 @@ class IngestService:
         committed — a spot update refused for good does not change that); False when one did not (calls of
         other epochs or underlyings that landed stay applied, whole, and are counted in the applied counters;
         the batch's events count as dropped)."""
-        spot_calls = _spot_calls(batch)
+        spot_calls = _spot_calls(batch, self._latest_event_ms())
         pending = list(calls)
         delay, refused = 0.05, 0
         while True:
@@ -506,14 +581,20 @@ class IngestService:
             except (RedisError, OSError) as exc:
                 _raise_if_cancelling()
                 self.stats.counters["redis_errors"] += 1
-                refused += _refused_for_good(exc)
+                for_good = refused_for_good(exc)
+                if isinstance(exc, ResponseError):
+                    self.stats.counters[f"redis_refused:{_code_name(exc)}"] += 1
+                refused += for_good
                 if refused >= MAX_REFUSALS:  # Redis answered, and keeps refusing: retrying would stall the feed
                     self.stats.counters["batches_dropped"] += 1
                     what = f"its {batch.events_in} events" if pending else "its spot updates (its events landed)"
-                    log.error("redis refused the batch %d times (%s: %s); dropping %s", refused, type(exc).__name__,
-                              exc, what)  # fmt: skip
+                    log.error("redis refused the batch %d times with an error no retry can cure (%s: %s); dropping "
+                              "%s", refused, type(exc).__name__, exc, what)  # fmt: skip
                     return not pending
-                log.warning("redis write failed (%s: %s); retrying the batch in %.2fs", type(exc).__name__, exc, delay)
+                if (held := self._quiet("write_failed")) is not None:
+                    kind = "refused it for good" if for_good else "is unavailable or refused it for now"
+                    log.warning("redis %s (%s: %s); retrying the batch until it lands, the feed waits (%d more "
+                                "retries held back from the log)", kind, type(exc).__name__, exc, held)  # fmt: skip
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
@@ -618,20 +699,59 @@ class IngestService:
                     self._universe_changed.set()  # let promotion-waiting tasks see it soon
 
     # ----- status --------------------------------------------------------------------------------------
+    def heard_ms(self) -> dict[str, int]:
+        """When each connected connection last received a frame (or connected, if later), Unix ms."""
+        return {
+            name: max(c.last_frame_ms or 0, c.connected_since_ms or 0)
+            for name, c in self.connections.items()
+            if c.connected
+        }
+
+    def silent(self, now_ms: int) -> dict[str, float]:
+        """The connected connections that received nothing for ``silent_s`` or longer → seconds of silence."""
+        limit_ms = self.config.silent_s * 1000
+        return {name: (now_ms - t) / 1000 for name, t in self.heard_ms().items() if now_ms - t >= limit_ms}
+
+    async def _restart_silent(self, now_ms: int) -> None:
+        """Reconnect a connection that stays silent while another one talks: the market is open, so a socket
+        that hears nothing is stuck (a feed can keep answering pings on a connection it sends nothing on)."""
+        silent = self.silent(now_ms)
+        talking = set(self.heard_ms()) - set(silent)
+        for name, seconds in silent.items():
+            if talking:
+                self.stats.counters["silent_restarts"] += 1
+                log.warning("%s received nothing for %.0f s while %s did: reconnecting it", name, seconds,
+                            ",".join(sorted(talking)))  # fmt: skip
+                await self.connections[name].restart("silent")
+
     def status(self) -> dict[str, str]:
         """The status hash written to ``massive:ingest:status``."""
         now_s = time.monotonic()
+        now_ms = time.time_ns() // 1_000_000
         stats = self.stats
         last_frame = max((c.last_frame_ms or 0 for c in self.connections.values()), default=0)
         trades = self.connections["options-0"]
+        silent = self.silent(now_ms)
         return {
             "connected": "1" if all(c.connected for c in self.connections.values()) else "0",
             "connections": orjson.dumps(
                 {
-                    name: {"connected": c.connected, "topics": len(c.subscribed), **c.counters}
+                    name: {
+                        "connected": c.connected,
+                        "topics": len(c.subscribed),
+                        "last_frame_ms": c.last_frame_ms,
+                        "silent_s": silent.get(name),
+                        **c.counters,
+                    }
                     for name, c in self.connections.items()
                 }
             ).decode(),
+            # connections silent for silent_s or longer; "talking": some other connection is not (the market is
+            # open, so the silence is a fault), else every connection is quiet (a closed market, or a dead feed)
+            "silent": orjson.dumps(
+                {"connections": sorted(silent), "talking": len(silent) < len(self.heard_ms())}
+            ).decode(),
+            "silent_after_s": f"{self.config.silent_s:g}",
             "updated_ms": str(time.time_ns() // 1_000_000),
             "events_per_s": f"{stats.events_per_s(now_s):.1f}",
             "events_committed": str(stats.counters["events_committed"]),
@@ -654,12 +774,14 @@ class IngestService:
         last_summary = 0.0
         while True:
             _raise_if_cancelling()
+            await self._restart_silent(time.time_ns() // 1_000_000)
             status = self.status()
             try:
                 await self.redis.hset(keys.ingest_status(), mapping=status)
             except (RedisError, OSError) as exc:
                 _raise_if_cancelling()
-                log.warning("status write failed: %s", exc)
+                if (held := self._quiet("status_write")) is not None:
+                    log.warning("status write failed: %s (%d more held back from the log)", exc, held)
             if time.monotonic() - last_summary >= self.config.summary_every_s:
                 last_summary = time.monotonic()
                 log.info(
@@ -672,10 +794,21 @@ class IngestService:
             await asyncio.sleep(self.config.status_every_s)
 
 
-def _spot_calls(batch: Batch) -> ScriptCalls:
-    """The ``set_spot.lua`` calls of a batch: the latest spot of each underlying it carries."""
-    return [([keys.spot(u)], [repr(tick.price), tick.ts_ms, "indices" if tick.sym.startswith("I:") else "stocks"])
+def _spot_calls(batch: Batch, latest_ms: int) -> ScriptCalls:
+    """The ``set_spot.lua`` calls of a batch: the latest spot of each underlying it carries (``latest_ms``: the
+    latest plausible event time, which a stored time must not pass)."""
+    return [([keys.spot(u)], [repr(tick.price), tick.ts_ms, "indices" if tick.sym.startswith("I:") else "stocks",
+                              latest_ms])
             for u, tick in batch.spots.items()]  # fmt: skip
+
+
+#: Error codes counted under their own name in ``redis_refused:<code>``; any other is ``other``.
+_COUNTED_CODES = TRANSIENT_REFUSALS | {"ERR", "WRONGTYPE", "NOSCRIPT", "EXECABORT", "NOPERM", "CROSSSLOT"}
+
+
+def _code_name(exc: BaseException) -> str:
+    code = refusal_code(exc)
+    return code if code in _COUNTED_CODES else "other"
 
 
 async def _drop(client: AsyncRedis, connection: Connection) -> None:

@@ -4,7 +4,13 @@
 -- Only contract hashes that already exist are written (the WebSocket mutates state, never structure): an
 -- event for a hash without a multiplier is counted as missing and skipped. Per contract and event type the
 -- sequence number must increase (quote_q / trade_q in the heatmap hash), so a duplicate or out-of-order
--- event — also one replayed after a restart — is counted and dropped.
+-- event — also one replayed after a restart — is counted and dropped; unless the event is at least the
+-- restart gap (ARGV[4], ms) newer than the newest of its kind stored (quote_ts_ms, last_trade_ts_ms): the
+-- feed's numbering started again, the event is applied and counted as a restart. A resent batch is never
+-- that much newer than what it left, and one absurd sequence number holds a contract only until the feed's
+-- clock passes its event's time (ingest bounds event times to a window around their receive time).
+-- A trade older than the newest stored (a late print) counts in every counter but leaves the last trade
+-- (last_price, last_trade_ts_ms) to the newer one.
 --
 -- A quote becomes the quote in force: the trades after it are classified against it.
 -- A trade is classified by the quote rule against the quote in force, exactly as models/heatmap.py's
@@ -23,9 +29,11 @@
 --     exists; a hash without one, written before chain created it: one more HGET of multiplier decides), then, if it is
 --     newer, one HSET of the quote (bid ask bid_size ask_size quote_ts_ms quote_q); other contracts with
 --     quotes only, the same: the last applied quote is written;
---   with a trade: one HMGET (multiplier, sequence numbers, the stored quote, the counters, the slot); one
---     HINCRBY of the GEX hash's volume — the contract's first write: if it fails (a corrupted GEX hash),
---     nothing of the contract is written and it is counted as corrupt; one HSET of the last
+--   with a trade: one HMGET (multiplier, sequence numbers, the stored quote, the counters, the slot, the last
+--     trade's time); one HINCRBY of the GEX hash's volume — the contract's first write: if it fails for a
+--     corrupted GEX hash (wrong type, a volume that is not an integer), nothing of the contract is written and
+--     it is counted as corrupt; if it fails for any other reason (out of memory, a read-only replica: only
+--     ever the script's first write), the script stops with that error, nothing written; one HSET of the last
 --     applied quote, the last applied trade (last_price last_trade_ts_ms trade_q) and the counters
 --     flow_micro (signed), buy_micro, sell_micro, volume, trades (a counter no trade of the batch changed is
 --     not written; one whose sum would reach 2^53 is added by HINCRBY instead, so sums stay exact — and one
@@ -58,10 +66,11 @@
 -- ARGV[1]             maximum quote age for classification, ms
 -- ARGV[2]             the mark the previous call left, or "" (no check)
 -- ARGV[3]             this call's mark
--- ARGV[4]             m
--- ARGV[4 + 6j - 5 … 4 + 6j]  qid_j's quote, as the text to store: bid, ask, bid_size, ask_size, ts_ms, q
--- ARGV[4 + 6m + i]    cid_i (i = 1 … n, in KEYS order)
--- ARGV[5 + 6m + n]    JSON array of n arrays: array i holds the events of cid_i in order, flat, each introduced by
+-- ARGV[4]             the sequence restart gap, ms
+-- ARGV[5]             m
+-- ARGV[5 + 6j - 5 … 5 + 6j]  qid_j's quote, as the text to store: bid, ask, bid_size, ask_size, ts_ms, q
+-- ARGV[5 + 6m + i]    cid_i (i = 1 … n, in KEYS order)
+-- ARGV[6 + 6m + n]    JSON array of n arrays: array i holds the events of cid_i in order, flat, each introduced by
 --                its kind:  0, bid, ask, bid_size, ask_size, ts_ms, q     a quote (7 values)
 --                           1, price, size, ts_ms, q                      a trade (5 values)
 --                each value a JSON number or a string of decimal text (prices: Python's repr of the float).
@@ -69,14 +78,14 @@
 --                contract — the ones stored — as strings, so Redis formats no number (a price given as a
 --                number is stored as the shortest text that reads back as it; counters as integer text).
 -- Returns        {quotes applied, trades applied, out-of-sequence dropped, missing contracts, buys, sells,
---                 bad counters, 1, corrupt contracts}  (a stored counter that is not an integer is left as
+--                 bad counters, 1, corrupt contracts, sequence restarts}  (a stored counter that is not an integer is left as
 --                 it is and counted; a contract whose heatmap or GEX key has the wrong type, or whose GEX
 --                 volume is not an integer, is skipped whole and counted as corrupt — never a script error
 --                 half-way: one corrupt key must not stop the feed, nor leave other contracts written but
---                 not marked dirty), or nine zeros when the chain refused the call (nothing written)
+--                 not marked dirty), or ten zeros when the chain refused the call (nothing written)
 
 if ARGV[2] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[2] then
-  return { 0, 0, 0, 0, 0, 0, 0, 0, 0 } -- the previous call did not land: nothing is applied before it
+  return { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 } -- the previous call did not land: nothing is applied before it
 end
 if not ({ none = true, set = true })[redis.call('TYPE', KEYS[1]).ok] then
   return redis.error_reply('WRONGTYPE the dirty set ' .. KEYS[1] .. ' is not a set')
@@ -85,9 +94,10 @@ if not ({ none = true, string = true })[redis.call('TYPE', KEYS[2]).ok] then
   return redis.error_reply('WRONGTYPE the counter records ' .. KEYS[2] .. ' are not a string')
 end
 local max_age = tonumber(ARGV[1])
-local m = tonumber(ARGV[4])
+local gap = tonumber(ARGV[4])
+local m = tonumber(ARGV[5])
 local n = (#KEYS - 3 - m) / 2
-local batch = n > 0 and cjson.decode(ARGV[5 + 6 * m + n]) or {}
+local batch = n > 0 and cjson.decode(ARGV[6 + 6 * m + n]) or {}
 local LIMIT = 9007199254740992 -- 2^53: integers below it are exact in a Lua number
 local floor, format, call, tonumber, match = math.floor, string.format, redis.call, tonumber, string.match
 local pack, RECORD, UNREADABLE = struct.pack, '<i8i8i8i8i8', struct.pack('<i8i8i8i8i8', 0, 0, 0, 0, -1)
@@ -152,21 +162,35 @@ local function classify(bid, ask, quote_ts, price, ts)
   return 0
 end
 
-local quotes, trades, stale, missing, buys, sells, bad, corrupt = 0, 0, 0, 0, 0, 0, 0, 0
+local quotes, trades, stale, missing, buys, sells, bad, corrupt, restarts = 0, 0, 0, 0, 0, 0, 0, 0, 0
 local K, V = KEYS, ARGV
 -- redis.pcall answers an error (a contract key of the wrong type, a GEX volume that is not an integer) as a
--- table with a field err; HGET answers a string or false, HMGET an array, HINCRBY a number (tested inline)
+-- table with a field err; HMGET answers an array, HINCRBY a number (tested inline)
 local pcall_ = redis.pcall
+
+-- the sequence rule: is an event (sequence number q, time ts) after the newest stored (sq, sts; sts nil: its
+-- time is not known, so no restart can be told)? Counts a restart when it is only by its time.
+local function newer(q, ts, sq, sts)
+  if q > sq then
+    return true
+  end
+  if sts ~= nil and ts >= sts + gap then
+    restarts = restarts + 1
+    return true
+  end
+  return false
+end
 
 -- the contracts whose only event is one quote
 for j = 1, m do
-  local key, v = K[3 + j], 4 + 6 * j -- the quote: V[v - 5 … v]
-  local stored = pcall_('HGET', key, 'quote_q')
-  if type(stored) == 'table' then
+  local key, v = K[3 + j], 5 + 6 * j -- the quote: V[v - 5 … v]
+  local stored = pcall_('HMGET', key, 'quote_q', 'quote_ts_ms')
+  if stored.err then
     corrupt = corrupt + 1
-  elseif stored == false and call('HGET', key, 'multiplier') == false then
+  elseif stored[1] == false and call('HGET', key, 'multiplier') == false then
     missing = missing + 1
-  elseif tonumber(V[v]) <= (tonumber(stored or '0') or 0) then
+  elseif not newer(tonumber(V[v]), tonumber(V[v - 1]), tonumber(stored[1] or '0') or 0,
+      tonumber(stored[2] or '')) then
     stale = stale + 1
   else
     call('HSET', key, 'bid', V[v - 5], 'ask', V[v - 4], 'bid_size', V[v - 3], 'ask_size', V[v - 2], 'quote_ts_ms',
@@ -176,25 +200,32 @@ for j = 1, m do
 end
 
 -- the other contracts: K[base + 2i - 1], K[base + 2i] and V[args + i] are those of contract i
-local base, args = 3 + m, 4 + 6 * m
+local base, args = 3 + m, 5 + 6 * m
 local dirty, ndirty = {}, 0
 local COUNTERS = { 'flow_micro', 'buy_micro', 'sell_micro', 'volume', 'trades' }
 local fields, delta, total = {}, {}, {} -- reused for every contract (HSET takes fields[1 … nf])
 
 -- the last applied of a contract's quotes, or nil; stale ones counted
-local function last_quote(A, e, last, quote_q)
+local function last_quote(A, e, last, quote_q, quote_ts)
   local at = nil
   while e <= last do
-    local q = tonumber(A[e + 6])
-    if q <= quote_q then
+    local q, ts = tonumber(A[e + 6]), tonumber(A[e + 5])
+    if not newer(q, ts, quote_q, quote_ts) then
       stale = stale + 1
     else
-      quote_q, at = q, e
+      quote_q, quote_ts, at = q, math.max(quote_ts or ts, ts), e
       quotes = quotes + 1
     end
     e = e + 7
   end
   return at
+end
+
+-- an error of a redis.pcall that a corrupted contract key explains (the contract is skipped and counted); any
+-- other (out of memory, a read-only replica …) stops the script
+local function corruption(err)
+  return string.sub(err, 1, 9) == 'WRONGTYPE' or string.find(err, 'not an integer', 1, true) ~= nil
+      or string.find(err, 'overflow', 1, true) ~= nil
 end
 
 for i = 1, n do
@@ -207,13 +238,13 @@ for i = 1, n do
   end
 
   if e > last then -- quotes only: no classification, no counters — read only what decides sequence
-    local stored = pcall_('HGET', key, 'quote_q')
-    if type(stored) == 'table' then
+    local stored = pcall_('HMGET', key, 'quote_q', 'quote_ts_ms')
+    if stored.err then
       corrupt = corrupt + 1
-    elseif stored == false and call('HGET', key, 'multiplier') == false then
+    elseif stored[1] == false and call('HGET', key, 'multiplier') == false then
       missing = missing + last / 7
     else
-      local a = last_quote(A, 1, last, tonumber(stored or '0') or 0)
+      local a = last_quote(A, 1, last, tonumber(stored[1] or '0') or 0, tonumber(stored[2] or ''))
       if a then
         call('HSET', key, 'bid', text(A[a + 1]), 'ask', text(A[a + 2]), 'bid_size', A[a + 3], 'ask_size',
           A[a + 4], 'quote_ts_ms', A[a + 5], 'quote_q', A[a + 6])
@@ -221,7 +252,7 @@ for i = 1, n do
     end
   else
     local f = pcall_('HMGET', key, 'multiplier', 'quote_q', 'trade_q', 'bid', 'ask', 'quote_ts_ms',
-      'flow_micro', 'buy_micro', 'sell_micro', 'volume', 'trades', 'slot')
+      'flow_micro', 'buy_micro', 'sell_micro', 'volume', 'trades', 'slot', 'last_trade_ts_ms')
     if f.err then
       corrupt = corrupt + 1
     elseif f[1] == false then
@@ -235,22 +266,28 @@ for i = 1, n do
       local quote_q, trade_q = tonumber(f[2] or '0') or 0, tonumber(f[3] or '0') or 0
       local bid, ask = f[4] and micro(f[4]) or nil, f[5] and micro(f[5]) or nil
       local quote_ts = tonumber(f[6] or '') or nil
+      -- the newest quote and trade times (the sequence rule's); the last trade kept is the newest by time
+      local newest_quote, newest_trade = quote_ts, tonumber(f[13] or '') -- nil: not known
       local quote_at, trade_at, micro_at = nil, nil, nil -- the last applied quote and trade; the quote in bid / ask
+      local last_at = nil -- the applied trade with the newest time, if newer than the stored last trade
       local flow, buy, sell, volume, count, nbuy, nsell, nquotes = 0, 0, 0, 0, 0, 0, 0, 0
       e = 1
       while e <= last do
         if A[e] == 0 then
-          local q = tonumber(A[e + 6])
-          if q <= quote_q then
+          local q, ts = tonumber(A[e + 6]), tonumber(A[e + 5])
+          if not newer(q, ts, quote_q, newest_quote) then
             stale = stale + 1
           else
             quote_q, quote_at = q, e -- bid / ask / time are worked out only if a trade needs them
+            if newest_quote == nil or ts > newest_quote then
+              newest_quote = ts
+            end
             nquotes = nquotes + 1
           end
           e = e + 7
         else
-          local q = tonumber(A[e + 4])
-          if q <= trade_q then
+          local q, ts = tonumber(A[e + 4]), tonumber(A[e + 3])
+          if not newer(q, ts, trade_q, newest_trade) then
             stale = stale + 1
           else
             if quote_at ~= micro_at then
@@ -258,7 +295,7 @@ for i = 1, n do
               quote_ts = tonumber(A[quote_at + 5])
             end
             local price, size = micro(A[e + 1]), tonumber(A[e + 2])
-            local sign = classify(bid, ask, quote_ts, price, tonumber(A[e + 3]))
+            local sign = classify(bid, ask, quote_ts, price, ts)
             if sign ~= 0 then
               local premium = price * size * mult
               if sign > 0 then
@@ -269,6 +306,9 @@ for i = 1, n do
             end
             volume, count = volume + size, count + 1
             trade_q, trade_at = q, e
+            if newest_trade == nil or ts >= newest_trade then
+              newest_trade, last_at = ts, e
+            end
           end
           e = e + 5
         end
@@ -279,8 +319,13 @@ for i = 1, n do
           records = call('STRLEN', KEYS[2])
         end
         -- the contract's first write: if it fails (a GEX hash that is not a hash, or its volume not an
-        -- integer), nothing of the contract is written and it is counted as corrupt
-        written = type(pcall_('HINCRBY', K[base + 2 * i], 'volume', format('%d', volume))) == 'number'
+        -- integer), nothing of the contract is written and it is counted as corrupt; any other failure (out
+        -- of memory, read-only: only ever the script's first write) stops the script, nothing written
+        local added = pcall_('HINCRBY', K[base + 2 * i], 'volume', format('%d', volume))
+        written = type(added) == 'number'
+        if not written and not corruption(added.err) then
+          return redis.error_reply(added.err)
+        end
       end
       if not written then
         corrupt = corrupt + 1
@@ -295,11 +340,13 @@ for i = 1, n do
         nf = 12
       end
       if trade_at then
-        local a = trade_at
-        fields[nf + 1], fields[nf + 2] = 'last_price', text(A[a + 1])
-        fields[nf + 3], fields[nf + 4] = 'last_trade_ts_ms', A[a + 3]
-        fields[nf + 5], fields[nf + 6] = 'trade_q', A[a + 4]
-        nf = nf + 6
+        fields[nf + 1], fields[nf + 2] = 'trade_q', A[trade_at + 4]
+        nf = nf + 2
+        if last_at then
+          fields[nf + 1], fields[nf + 2] = 'last_price', text(A[last_at + 1])
+          fields[nf + 3], fields[nf + 4] = 'last_trade_ts_ms', A[last_at + 3]
+          nf = nf + 4
+        end
         delta[1], delta[2], delta[3], delta[4], delta[5] = flow, buy, sell, volume, count
         local exact = true -- every counter after the batch an integer below 2^53 (the record can hold it)
         for k = 1, 5 do
@@ -362,4 +409,4 @@ end
 if ARGV[3] ~= '' then
   call('SET', KEYS[3], ARGV[3])
 end
-return { quotes, trades, stale, missing, buys, sells, bad, 1, corrupt }
+return { quotes, trades, stale, missing, buys, sells, bad, 1, corrupt, restarts }

@@ -1,9 +1,12 @@
 """``/healthz``: read everything in one pipeline, then judge freshness with a pure function.
 
 Fresh means: Redis answers, the ingest status exists, says connected and was updated within
-``stale_view_s``, and every (model, underlying) view exists with ``now − as_of_ms`` within ``stale_view_s``.
-Chain latency and cadence are reported but never make the service unhealthy on their own (the views'
-age already shows a stalled pipeline).
+``stale_view_s``, no ingest connection is silent while another one talks, every (model, underlying) view
+exists with ``now − as_of_ms`` within ``stale_view_s``, and every process a supervisor (``make run``) keeps
+is running. Chain latency and cadence are reported but never make the service unhealthy on their own (the
+views' age already shows a stalled pipeline). ``warnings`` names what is worth a look but is not a fault on
+its own: every ingest connection quiet at once (a closed market looks the same as a dead feed), processes
+that were restarted.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ class HealthInputs:
     cadences: dict[str, dict[str, str]]
     #: (model, underlying) → {version, as_of_ms, epoch} of the stored view, None when not published
     views: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
+    #: ``host/process`` → the supervisor's status of it (empty when no supervisor runs)
+    processes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _text(mapping: Mapping[bytes, bytes]) -> dict[str, str]:
@@ -60,6 +65,7 @@ async def read_health_inputs(r: aioredis.Redis, models: tuple[str, ...], underly
     pairs = [(m, u) for m in models for u in underlyings]
     for m, u in pairs:
         pipe.get(keys.model_view(m, u))  # type: ignore[arg-type]
+    pipe.hgetall(keys.processes())
     replies = await pipe.execute()
     ingest = _text(replies[0]) if replies[0] else None
     epochs: dict[str, str | None] = {}
@@ -72,7 +78,14 @@ async def read_health_inputs(r: aioredis.Redis, models: tuple[str, ...], underly
         cadences[u] = _text(cadence or {})
     offset = 1 + 3 * len(underlyings)
     views = {pair: _view_meta(replies[offset + i]) for i, pair in enumerate(pairs)}
-    return HealthInputs(ingest=ingest, epochs=epochs, spots=spots, cadences=cadences, views=views)
+    processes: dict[str, dict[str, Any]] = {}
+    for name, raw in (replies[-1] or {}).items():
+        try:
+            processes[name.decode()] = orjson.loads(raw)
+        except (orjson.JSONDecodeError, UnicodeDecodeError):
+            continue
+    return HealthInputs(ingest=ingest, epochs=epochs, spots=spots, cadences=cadences, views=views,
+                        processes=processes)  # fmt: skip
 
 
 def _num(value: str | None, kind: type = float) -> float | int | None:
@@ -87,6 +100,7 @@ def _num(value: str | None, kind: type = float) -> float | int | None:
 def assess_health(inputs: HealthInputs, *, now_ms: int, stale_view_s: float) -> tuple[bool, dict[str, Any]]:
     """Judge freshness. Returns (healthy, body); ``body["problems"]`` names everything stale or missing."""
     problems: list[str] = []
+    warnings: list[str] = []
     ingest: dict[str, Any] | None = None
     if inputs.ingest is None:
         problems.append("ingest status missing")
@@ -105,6 +119,17 @@ def assess_health(inputs: HealthInputs, *, now_ms: int, stale_view_s: float) -> 
             problems.append("ingest disconnected")
         if ingest["age_s"] is None or ingest["age_s"] > stale_view_s:
             problems.append(f"ingest status stale (age {ingest['age_s']} s > {stale_view_s:g} s)")
+        try:
+            silent = orjson.loads(raw.get("silent") or "{}")
+        except orjson.JSONDecodeError:
+            silent = {}
+        quiet = silent.get("connections") or []
+        ingest["silent_connections"] = quiet
+        after = raw.get("silent_after_s", "?")
+        if quiet and silent.get("talking"):
+            problems.append(f"ingest connection(s) {', '.join(quiet)} silent for {after} s or more while others talk")
+        elif quiet:
+            warnings.append(f"every ingest connection silent for {after} s or more (a closed market, or no feed)")
     underlyings: dict[str, Any] = {}
     for u, epoch in inputs.epochs.items():
         cadence = inputs.cadences.get(u, {})
@@ -130,14 +155,25 @@ def assess_health(inputs: HealthInputs, *, now_ms: int, stale_view_s: float) -> 
             if age_s is None or age_s > stale_view_s:
                 problems.append(f"{model}:{u} view stale (age {age_s} s > {stale_view_s:g} s)")
         underlyings.setdefault(u, {"views": {}})["views"][model] = entry
+    for name, process in sorted(inputs.processes.items()):
+        if not process.get("running"):
+            exit_code, restart_in = process.get("last_exit"), process.get("restart_in_s")
+            restarts = process.get("restarts", 0)
+            problems.append(f"process {name} down (exit {exit_code}, restart in {restart_in} s, {restarts} restarts)")
+        elif process.get("restarts"):
+            warnings.append(
+                f"process {name} restarted {process['restarts']} times (last exit {process.get('last_exit')})"
+            )
     healthy = not problems
     body = {
         "status": "ok" if healthy else "stale",
         "problems": problems,
+        "warnings": warnings,
         "now_ms": now_ms,
         "stale_view_s": stale_view_s,
         "redis": {"reachable": True},
         "ingest": ingest,
         "underlyings": underlyings,
+        "processes": inputs.processes,
     }
     return healthy, body

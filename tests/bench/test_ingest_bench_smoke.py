@@ -87,8 +87,8 @@ def test_replayed_events_are_committed_exactly(redis_server, tmp_path: Path) -> 
     assert set(replay.trade_placement) == {"at_ask", "at_bid", "inside", "outside"}
     dup_ticker, dup_q = next(iter(replay.last_quote_q.items()))
     invalid = [  # not in the universe, and a repeated sequence number: both must be dropped and counted
-        {"ev": "T", "sym": "O:SPY310117C09999000", "p": 1.0, "s": 1, "t": 1, "q": replay.q_last + 1},
-        {"ev": "Q", "sym": dup_ticker, "bp": 1.0, "ap": 1.1, "bs": 1, "as": 1, "t": 1, "q": dup_q},
+        {"ev": "T", "sym": "O:SPY310117C09999000", "p": 1.0, "s": 1, "t": replay.t_last_ms, "q": replay.q_last + 1},
+        {"ev": "Q", "sym": dup_ticker, "bp": 1.0, "ap": 1.1, "bs": 1, "as": 1, "t": replay.t_last_ms, "q": dup_q},
     ]
     with open(replay.path, "ab") as fh:
         fh.write(orjson.dumps(invalid) + b"\n")

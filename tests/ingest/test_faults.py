@@ -5,84 +5,11 @@ and resumes; a batch is one Lua call, so nothing lands half-written, and nothing
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
-import orjson
-import redis
-
-from chain.snapshot import run_snapshot
 from fabric import keys
-from fabric.settings import Settings
-from tests.support.servers import ROOT, RedisServer, SimProcess
-from tests.support.stack import kill_tree
+from tests.support.ingest import U, ingest_running, status, trades_in_redis
 from tests.support.waiting import wait_for
-
-U = "SPY"
-
-
-def status(r: redis.Redis) -> tuple[dict[str, int], dict[str, int]]:
-    """The ingest process's (counters, rejects) from its status hash."""
-    counters, rejects = r.hmget(keys.ingest_status(), "counters", "rejects")
-    return orjson.loads(counters or "{}"), orjson.loads(rejects or "{}")
-
-
-def trades_in_redis(r: redis.Redis, epoch: str) -> int:
-    """Every trade the contract hashes hold (their ``trades`` counters start absent = 0)."""
-    pipe = r.pipeline(transaction=False)
-    for cid in r.smembers(keys.epoch_universe(U, epoch)):
-        pipe.hget(keys.contract(U, epoch, "heatmap", cid), "trades")
-    return sum(int(n or 0) for n in pipe.execute())
-
-
-@dataclasses.dataclass
-class Running:
-    """A test redis-server, the simulator, a promoted SPY epoch and ``python -m ingest`` committing into it."""
-
-    server: RedisServer
-    sim: SimProcess
-    r: redis.Redis
-    epoch: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-
-@contextmanager
-def ingest_running(*, seed: int, aof: bool = False) -> Iterator[Running]:
-    """Start everything, wait until ingest commits trades, yield; stop everything whatever happened."""
-    server = RedisServer(aof=aof).start()
-    sim = SimProcess("--tick-rate", "3000", underlyings=U, seed=seed).start()
-    directory = Path(tempfile.mkdtemp(prefix="mmaker-ingest-faults-"))
-    log = directory / "ingest.log"
-    proc: subprocess.Popen[bytes] | None = None
-    r = redis.Redis.from_url(server.url_db(0), decode_responses=True, socket_timeout=5)
-    try:
-        settings = dataclasses.replace(Settings.from_env({}), redis_url=server.url_db(0), underlyings=(U,),
-                                       massive_rest_url=sim.rest_url, epoch_required_components=())  # fmt: skip
-        outcome = run_snapshot(r, settings, U)
-        assert outcome.status == "created" and outcome.promotion == "promoted", outcome
-        env = {**{k: v for k, v in os.environ.items() if k != "MASSIVE_API_KEY"}, "REDIS_URL": server.url_db(0),
-               "MMAKER_SIM_PORT": str(sim.port), "MMAKER_UNDERLYINGS": U, "PYTHONUNBUFFERED": "1"}  # fmt: skip
-        with open(log, "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "ingest"], cwd=ROOT, env=env, stdout=out,
-                                    stderr=subprocess.STDOUT)  # fmt: skip
-        wait_for(lambda: status(r)[0].get("trades_applied", 0) > 50, 60, "ingest committing trades", log)
-        yield Running(server, sim, r, outcome.epoch or "", proc, log)
-    finally:
-        if proc is not None:
-            kill_tree(proc)
-        r.close()
-        sim.stop()
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_redis_lost_mid_batch_is_retried_until_it_lands() -> None:

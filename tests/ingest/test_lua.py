@@ -265,9 +265,9 @@ def test_frames_through_the_batch_builder_store_exactly_what_they_carried(
             state = apply_trade(state, price, y, 100, bid, ask)
             expected.update(last_price=repr(price), last_trade_ts_ms=str(NOW + q), trade_q=str(q))
     builder = BatchBuilder(universe, SequenceFilter())
-    builder.add_frame(orjson.dumps(frame))
+    builder.add_frame(orjson.dumps(frame), recv_ms=NOW)
     ((call_keys, call_args),) = builder.build().script_calls(60_000)
-    quotes, trades, stale, missing, _, _, _, applied, corrupt = script(r, "ingest_batch")(
+    quotes, trades, stale, missing, _, _, _, applied, corrupt, _ = script(r, "ingest_batch")(
         keys=call_keys, args=call_args
     )
     assert (applied, corrupt) == (1, 0)
@@ -347,7 +347,7 @@ def test_a_contract_with_a_corrupted_key_is_skipped_whole_and_the_others_land(r:
     for kind, cid, *values in events:
         call.add(cid, kind, *values)
     reply = script(r, "ingest_batch")(keys=call.keys(), args=call.args(60_000))
-    assert reply == [0, 2, 0, 0, 2, 0, 0, 1, 1]  # two trades applied (buys), one contract corrupt
+    assert reply == [0, 2, 0, 0, 2, 0, 0, 1, 1, 0]  # two trades applied (buys), one contract corrupt
     for i in (0, 2):
         assert r.hmget(keys.contract(U, E, "heatmap", cids[i]), "trades", "volume") == ["1", "2"]
         assert r.hget(keys.contract(U, E, "gex", cids[i]), "volume") == "2"
@@ -446,7 +446,7 @@ def test_a_chained_call_is_applied_only_after_the_call_it_names(r: redis.Redis) 
     assert ingest(keys=call_keys, args=args)[7] == 1
     assert r.get(keys.ingest_chain(U)) == "t:1"
     call_keys, args = chained(one_trade(11), "t:0", "t:2")  # names a mark that is not the last applied one
-    assert ingest(keys=call_keys, args=args) == [0] * 9
+    assert ingest(keys=call_keys, args=args) == [0] * 10
     assert (r.hget(HM, "trades"), r.get(keys.ingest_chain(U))) == ("1", "t:1")  # nothing written
     call_keys, args = chained(one_trade(11), "t:1", "t:2")
     reply = ingest(keys=call_keys, args=args)
@@ -468,7 +468,7 @@ def test_a_failed_call_and_the_one_pipelined_after_it_are_retried_in_order_and_l
     pipe.evalsha(script(r, "ingest_batch").sha, len(then_keys), *then_keys, *then_args)
     failed, refused = pipe.execute(raise_on_error=False)
     assert isinstance(failed, redis.ResponseError) and "WRONGTYPE" in str(failed)
-    assert refused == [0] * 9
+    assert refused == [0] * 10
     assert r.hmget(HM, "trades", "trade_q", "volume") == [None, None, None]  # nothing of the failed call
     r.delete(dirty)  # repaired; the committer retries both, in order, unchained
     ingest = script(r, "ingest_batch")
@@ -477,3 +477,78 @@ def test_a_failed_call_and_the_one_pipelined_after_it_are_retried_in_order_and_l
     assert ingest(keys=then_keys, args=then_args)[1] == 1
     assert r.hmget(HM, "trades", "trade_q", "volume", "last_price") == ["2", "11", "2", "1.20"]
     assert r.hget(GX, "volume") == "12"
+
+
+def test_a_sequence_that_starts_again_is_applied_and_a_resent_batch_is_not(r: redis.Redis) -> None:
+    """A sequence number below the stored one is applied when its event is at least the restart gap newer than
+    the newest stored of its kind (the feed's numbering started again) — for a single quote, a contract of
+    quotes only, and a traded contract — and counted; the same batch sent again changes nothing."""
+    from ingest.decode import SEQUENCE_RESTART_GAP_MS as GAP
+
+    seed(r)
+    later = NOW + 1 + GAP
+    before = run(r, [trade("1.10", q=900), quote("1.00", "1.20", q=901)])
+    assert before == [1, 1, 0, 0, 1, 0]
+    # too early for a restart: dropped; then the numbering starts again (a trade, a quote after it)
+    events = [trade("1.20", q=5, ts=later - 1), trade("1.20", q=5, ts=later), quote("1.00", "1.10", q=6, ts=later),
+              trade("1.10", q=7, ts=later + 1)]  # fmt: skip
+    call = EpochCall(U, E)
+    for kind, cid, *values in events:
+        call.add(cid, kind, *values)
+    ingest = script(r, "ingest_batch")
+    reply = ingest(keys=call.keys(), args=call.args(60_000))
+    assert reply[:4] == [1, 2, 1, 0] and reply[9] == 2  # the trade and the quote sequences restarted
+    stored = r.hgetall(HM)
+    assert (stored["trade_q"], stored["quote_q"], stored["last_trade_ts_ms"]) == ("7", "6", str(later + 1))
+    assert ingest(keys=call.keys(), args=call.args(60_000))[:4] == [0, 0, 4, 0]  # resent: every event stale
+    # a contract whose only event is one quote, and a contract of quotes only
+    single = EpochCall(U, E)
+    single.add(CID, "Q", "1.0", "1.3", 5, 6, later + GAP + 10, 2)
+    assert ingest(keys=single.keys(), args=single.args(60_000))[0] == 1
+    quotes_only = EpochCall(U, E)
+    for q, ts in ((1, later + GAP + 20), (1, later + 2 * GAP + 10), (0, later + 2 * GAP + 11)):
+        quotes_only.add(CID, "Q", "1.0", "1.4", 5, 6, ts, q)
+    reply = ingest(keys=quotes_only.keys(), args=quotes_only.args(60_000))
+    assert reply[:3] == [1, 0, 2] and reply[9] == 1  # q 1: too early after q 2, then a restart; q 0 stale
+    assert r.hget(HM, "quote_q") == "1"
+
+
+def test_a_late_print_counts_but_leaves_the_last_trade_to_the_newer_one(r: redis.Redis) -> None:
+    seed(r)
+    assert run(r, [trade("1.10", q=10, ts=NOW + 500)]) == [0, 1, 0, 0, 1, 0]
+    assert run(r, [trade("1.00", size=2, q=11, ts=NOW + 100)]) == [0, 1, 0, 0, 0, 1]  # late: older time
+    stored = r.hgetall(HM)
+    assert (stored["last_price"], stored["last_trade_ts_ms"], stored["trade_q"]) == ("1.10", str(NOW + 500), "11")
+    assert (stored["volume"], stored["trades"]) == ("3", "2")
+
+
+@pytest.mark.parametrize("refusal", ["oom", "readonly"])
+def test_out_of_memory_or_read_only_stops_the_script_and_is_never_taken_for_corruption(refusal: str) -> None:
+    """The GEX volume is a traded contract's first write, under redis.pcall so that a corrupted key is skipped
+    and counted. Out of memory or a read-only replica refuses that write too: the script must stop with that
+    error (ingest retries the batch until it lands), never count every contract as corrupt and return success
+    — here with no chain mark, where nothing else would have written and failed."""
+    from tests.support.servers import RedisServer, free_port
+
+    server = RedisServer().start()
+    client = redis.Redis.from_url(server.url_db(0), decode_responses=True)
+    try:
+        seed(client)
+        call = EpochCall(U, E)
+        call.add(CID, "T", "1.10", 1, NOW + 1, 10)
+        if refusal == "oom":
+            client.config_set("maxmemory", 1)
+            error: type[Exception] = redis.exceptions.OutOfMemoryError
+        else:
+            client.replicaof("127.0.0.1", free_port())  # a master that never answers: the data stays, read-only
+            error = redis.exceptions.ReadOnlyError
+        ingest = script(client, "ingest_batch")
+        with pytest.raises(error):
+            ingest(keys=call.keys(), args=call.args(60_000))
+        assert client.hget(GX, "volume") == "10" and client.hget(HM, "trade_q") is None
+        client.config_set("maxmemory", 0) if refusal == "oom" else client.replicaof("NO", "ONE")
+        assert ingest(keys=call.keys(), args=call.args(60_000))[:2] == [0, 1]  # lands once Redis takes writes
+        assert client.hget(GX, "volume") == "11"
+    finally:
+        client.close()
+        server.stop()

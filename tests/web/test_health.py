@@ -47,3 +47,29 @@ def test_old_or_disconnected_ingest_is_stale() -> None:
     healthy, body = assess_health(_inputs(ingest=ingest), now_ms=NOW, stale_view_s=30)
     assert not healthy
     assert body["problems"] == ["ingest disconnected", "ingest status stale (age 60.0 s > 30 s)"]
+
+
+def test_a_connection_silent_while_others_talk_is_a_problem_all_quiet_only_a_warning() -> None:
+    ingest = {"connected": "1", "updated_ms": str(NOW - 1000), "silent_after_s": "30",
+              "silent": '{"connections": ["options-0"], "talking": true}'}  # fmt: skip
+    healthy, body = assess_health(_inputs(ingest=ingest), now_ms=NOW, stale_view_s=30)
+    assert not healthy
+    assert body["problems"] == ["ingest connection(s) options-0 silent for 30 s or more while others talk"]
+    assert body["ingest"]["silent_connections"] == ["options-0"]
+    quiet = {**ingest, "silent": '{"connections": ["options-0", "stocks"], "talking": false}'}
+    healthy, body = assess_health(_inputs(ingest=quiet), now_ms=NOW, stale_view_s=30)
+    assert healthy and body["warnings"] == [
+        "every ingest connection silent for 30 s or more (a closed market, or no feed)"
+    ]
+
+
+def test_a_supervised_process_that_is_down_is_a_problem_a_restarted_one_a_warning() -> None:
+    processes = {
+        "host/web": {"running": True, "restarts": 2, "last_exit": -9},
+        "host/ingest": {"running": False, "restarts": 1, "last_exit": 1, "restart_in_s": 1.5},
+    }
+    healthy, body = assess_health(_inputs(processes=processes), now_ms=NOW, stale_view_s=30)
+    assert not healthy
+    assert body["problems"] == ["process host/ingest down (exit 1, restart in 1.5 s, 1 restarts)"]
+    assert body["warnings"] == ["process host/web restarted 2 times (last exit -9)"]
+    assert body["processes"] == processes

@@ -40,6 +40,9 @@ _settings = get_settings()
 
 broker_url = _settings.celery_broker_url
 broker_connection_retry_on_startup = True
+broker_connection_retry = True
+broker_connection_max_retries = None  # retry for ever: a worker outlives any broker outage
+broker_channel_error_retry = True  # OOM, READONLY … from a Redis broker: reconnect, never "Unrecoverable error"
 broker_transport_options = {"visibility_timeout": 3600}
 broker_use_ssl = _broker_use_ssl(broker_url)
 

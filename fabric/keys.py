@@ -182,6 +182,12 @@ def ingest_status() -> str:
     return "massive:ingest:status"
 
 
+def processes() -> str:
+    """HASH: ``host/process`` → JSON status of every process a supervisor (``make run``) keeps running: running,
+    restarts, last exit code and time. The supervisor refreshes it every second with a short TTL."""
+    return "mmaker:processes"
+
+
 def epoch_fixed_keys(underlying: str, epoch: str) -> list[str]:
     """Every key of an epoch that is not a per-contract hash."""
     out = [epoch_meta(underlying, epoch), epoch_universe(underlying, epoch), epoch_ready(underlying, epoch)]

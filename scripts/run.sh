@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make run: check Redis (start one under ./var when nothing listens and redis-server exists), then start
-# every process of the Procfile with honcho. Ctrl-C stops them all.
+# every process of the Procfile under mmaker's supervisor (python -m mmaker.supervise): a process that exits
+# is restarted with back-off; Ctrl-C stops them all, the Redis it started last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -43,4 +44,4 @@ fi
 echo "Dashboard:         http://${MMAKER_WEB_HOST:-127.0.0.1}:${MMAKER_WEB_PORT:-8000}/   (health: /healthz)"
 echo "Flower:            http://${MMAKER_FLOWER_ADDRESS:-127.0.0.1}:${MMAKER_FLOWER_PORT:-5555}$([ -n "${FLOWER_BASIC_AUTH:-}" ] && echo "   (basic auth on)")"
 echo "State store:       $("$PY" -c 'import os; from fabric.settings import mask_url; print(mask_url(os.environ["REDIS_URL"]))')"
-exec .venv/bin/honcho start -f Procfile "${processes[@]}"
+exec "$PY" -m mmaker.supervise -f Procfile --ready-url "http://${MMAKER_WEB_HOST:-127.0.0.1}:${MMAKER_WEB_PORT:-8000}/healthz" "${processes[@]}"

@@ -14,13 +14,14 @@ from celery import shared_task
 from chain.snapshot import run_snapshot
 from fabric import keys
 from fabric.settings import get_settings
-from tasks.models import renewed_lock
+from tasks.models import renewed_lock, survives_state_store
 from tasks.runtime import chain_fetcher, state_redis
 
 log = logging.getLogger(__name__)
 
 
 @shared_task(name="tasks.chain.snapshot", ignore_result=True)
+@survives_state_store("tasks.chain.snapshot")
 def snapshot(underlying: str) -> dict[str, object]:
     """Fetch, decompose and apply one chain snapshot of ``underlying``; returns what it did."""
     u = underlying.upper()

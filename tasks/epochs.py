@@ -10,10 +10,12 @@ from celery import shared_task
 
 from fabric.epochs import promote_ready_epochs
 from fabric.settings import get_settings
+from tasks.models import survives_state_store
 from tasks.runtime import state_redis
 
 
 @shared_task(name="tasks.epochs.promote", ignore_result=True)
+@survives_state_store("tasks.epochs.promote")
 def promote(underlying: str) -> dict[str, object]:
     """Promote the newest warming epoch of ``underlying`` if it is ready; returns the outcome."""
     settings = get_settings()

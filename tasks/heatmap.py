@@ -10,11 +10,12 @@ from celery import shared_task
 
 from fabric.settings import get_settings
 from fabric.tiles import run_heatmap
-from tasks.models import model_lock
+from tasks.models import model_lock, survives_state_store
 from tasks.runtime import state_redis
 
 
 @shared_task(name="tasks.heatmap.recompute", ignore_result=True, time_limit=20, soft_time_limit=15)
+@survives_state_store("tasks.heatmap.recompute")
 def recompute(underlying: str) -> dict[str, object]:
     """Recompute and publish the heatmap of ``underlying``; returns what each epoch's run did."""
     u = underlying.upper()

@@ -1,21 +1,26 @@
 """What the task shells share: a non-blocking Redis lock per (model, underlying) — and per chain underlying —
 that is renewed while its holder lives, so a holder killed without cleanup (kill -9, the pool's hard time
-limit, Redis lost before the release) blocks the next run for at most ``LOCK_TIMEOUT_S``."""
+limit, Redis lost before the release) blocks the next run for at most ``LOCK_TIMEOUT_S``; and
+:func:`survives_state_store`, which turns the state store being away (down, out of memory, read-only) into a
+result instead of a traceback per run."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from redis.exceptions import LockError, RedisError
 
 from fabric import keys
 from fabric.keys import Model
+from fabric.logthrottle import LogThrottle
 from tasks.runtime import state_redis
 
 log = logging.getLogger(__name__)
+_quiet = LogThrottle(10.0)  # per worker process: one line per task name every 10 s while Redis is away
 #: TTL of a held lock (seconds); a live holder renews it every third of that.
 LOCK_TIMEOUT_S = 5.0
 
@@ -60,3 +65,36 @@ def model_lock(model: Model, underlying: str) -> Iterator[bool]:
         if not held:
             log.info("%s recompute skipped underlying=%s (another run holds the lock)", model, underlying)
         yield held
+
+
+TaskShell = Callable[[str], dict[str, object]]
+
+
+def survives_state_store(name: str) -> Callable[[TaskShell], TaskShell]:
+    """Decorate a task shell of one underlying: a Redis error (the state store down, out of memory, read-only,
+    loading …) ends the run with ``{"status": "redis_unavailable"}`` and one log line per ``name`` every 10 s,
+    not a traceback per run — the next scheduled run tries again. Nothing half-done stays behind: every write
+    of a run is one transaction or one script."""
+
+    def wrap(task: TaskShell) -> TaskShell:
+        @functools.wraps(task)
+        def run(underlying: str) -> dict[str, object]:
+            try:
+                return task(underlying)
+            except (RedisError, OSError) as exc:
+                if (held := _quiet(name)) is not None:
+                    log.warning(
+                        "%s %s: the state store is unavailable (%s: %s); the next run tries again (%d more "
+                        "such runs held back from the log)",
+                        name,
+                        underlying,
+                        type(exc).__name__,
+                        exc,
+                        held,
+                    )
+                return {"underlying": str(underlying).upper(), "status": "redis_unavailable",
+                        "error": type(exc).__name__}  # fmt: skip
+
+        return run
+
+    return wrap

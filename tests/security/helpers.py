@@ -17,7 +17,7 @@ from tests.support.waiting import wait_for
 
 
 def procfile_command(name: str) -> str:
-    """The command of process ``name`` in the Procfile, as honcho runs it (through a shell)."""
+    """The command of process ``name`` in the Procfile, as the supervisor runs it (through a shell)."""
     for line in (ROOT / "Procfile").read_text().splitlines():
         if line.startswith(f"{name}:"):
             return line.split(":", 1)[1].strip()
@@ -43,7 +43,7 @@ class LoggedProcess:
 
 
 class Flower(LoggedProcess):
-    """Flower started from the Procfile's ``flower`` line (``/bin/sh -c``, as honcho does) on a free port."""
+    """Flower started from the Procfile's ``flower`` line (``/bin/sh -c``, as the supervisor does) on a free port."""
 
     def __init__(self, env: Mapping[str, str], log_dir: Path, basic_auth: str | None = None):
         self.port = free_port()

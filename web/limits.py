@@ -38,7 +38,7 @@ OVER_CAPACITY_HEADER_TIMEOUT_S = 2.0
 #: after a 431, what the client still sends is read and discarded this long (or this much) before closing,
 #: so it reads the answer instead of a reset (closing with unread input makes the kernel send RST)
 LINGER_S = 2.0
-LINGER_MAX_BYTES = 1 << 20
+LINGER_MAX_BYTES = 4 << 20
 #: one log line per refusal reason at most this often
 LOG_EVERY_S = 5.0
 #: what RLIMIT_NOFILE is raised to when its hard limit is unlimited

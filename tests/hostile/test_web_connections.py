@@ -129,3 +129,22 @@ def test_the_open_file_limit_is_raised_and_a_flood_never_exhausts_it(r: redis.Re
                 held.sock.close()
         log = server.log()
         assert "Too many open files" not in log and "out of system resource" not in log
+
+
+def test_a_websocket_upgrade_is_answered_as_plain_http_and_frees_its_slot(r: redis.Redis) -> None:
+    """No route needs WebSocket: an Upgrade request is a plain request, its connection closed after the answer
+    (a connection handed to a WebSocket protocol would leave the count — and the limits — behind)."""
+    upgrade = get(
+        "/api/models",
+        b"Connection: Upgrade",
+        b"Upgrade: websocket",
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        b"Sec-WebSocket-Version: 13",
+    )
+    with running() as server:
+        for _ in range(20):
+            response = exchange(server.port, upgrade)
+            assert response is not None and response.status == 200 and response.headers["connection"] == "close"
+            assert response.body.startswith(b'{"models"')
+        wait_for(lambda: server.health()["web"]["connections"] == 1, 10, "every upgraded connection released")
+        assert "Unsupported upgrade request" not in server.log()

@@ -130,6 +130,14 @@ class Settings:
     web_workers: int = 1
     web_token: str | None = field(default=None, repr=False)
     web_cors_origins: tuple[str, ...] = ()
+    #: open connections per ``python -m web`` process (lowered at start to fit the open-file limit)
+    web_max_connections: int = 8_000
+    #: request line plus every header of one request, bytes (431 over it)
+    web_max_header_bytes: int = 16_384
+    #: header lines of one request (431 over it)
+    web_max_headers: int = 100
+    #: from a connection's first byte (or a keep-alive request's) to its complete headers, seconds
+    web_header_timeout_s: float = 10.0
     sse_ping_s: float = 15.0
     stale_view_s: float = 30.0
     # record / replay
@@ -248,6 +256,10 @@ class Settings:
             web_port=int(get("MMAKER_WEB_PORT", "8000")),
             web_token=env.get("MMAKER_WEB_TOKEN") or None,
             web_cors_origins=tuple(o.strip() for o in get("MMAKER_WEB_CORS_ORIGINS", "").split(",") if o.strip()),
+            web_max_connections=max(1, int(get("MMAKER_WEB_MAX_CONNECTIONS", "8000"))),
+            web_max_header_bytes=max(1024, int(get("MMAKER_WEB_MAX_HEADER_BYTES", "16384"))),
+            web_max_headers=max(8, int(get("MMAKER_WEB_MAX_HEADERS", "100"))),
+            web_header_timeout_s=max(0.1, float(get("MMAKER_WEB_HEADER_TIMEOUT_S", "10"))),
             sse_ping_s=float(get("MMAKER_SSE_PING_S", "15")),
             web_workers=max(1, int(get("MMAKER_WEB_WORKERS", "1"))),
             stale_view_s=float(get("MMAKER_STALE_VIEW_S", "30")),

@@ -1,4 +1,9 @@
-"""``python -m web``: serve the API, SSE streams and dashboard on uvicorn (MMAKER_WEB_HOST/PORT)."""
+"""``python -m web``: serve the API, SSE streams and dashboard on uvicorn (MMAKER_WEB_HOST/PORT).
+
+uvicorn runs :class:`web.protocol.LimitedHttpToolsProtocol` (connection cap, header size/count limits, header
+deadline; see :mod:`web.limits`), without WebSocket support (no route needs it) and with an access log that
+never shows a query string. The open-file limit is raised to its hard limit before the workers fork.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from starlette.applications import Starlette
 
 from fabric.settings import Settings, get_settings, mask_url
 from web.app import create_app
+from web.limits import raise_open_file_limit
+from web.protocol import hide_query_strings, protocol_factory
 
 log = logging.getLogger("web")
 
@@ -46,13 +53,15 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    files = raise_open_file_limit()
     log.info(
-        "web on http://%s:%d (redis %s, token %s, cors %s)",
+        "web on http://%s:%d (redis %s, token %s, cors %s, open-file limit %d)",
         args.host,
         args.port,
         mask_url(settings.redis_url),
         "required" if settings.web_token else "off",
         ",".join(settings.web_cors_origins) or "off",
+        files,
     )
     if args.workers <= 1:
         _serve(settings, args, sockets=None)
@@ -84,6 +93,7 @@ def main() -> None:
 
 def _serve(settings: Settings, args: argparse.Namespace, sockets: list[socket.socket] | None) -> None:
     app = create_app(settings)
+    guard = app.state.guard
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -92,6 +102,19 @@ def _serve(settings: Settings, args: argparse.Namespace, sockets: list[socket.so
         access_log=not args.no_access_log,
         backlog=4096,
         timeout_graceful_shutdown=3,
+        http=protocol_factory(guard),  # type: ignore[arg-type]
+        ws="none",
+    )
+    hide_query_strings()  # after uvicorn.Config, which configures uvicorn's loggers
+    limits = guard.limits
+    log.info(
+        "process %d: at most %d connections (/healthz only up to %d), request head %d bytes / %d headers within %g s",
+        os.getpid(),
+        limits.max_connections,
+        limits.file_ceiling,
+        limits.max_header_bytes,
+        limits.max_headers,
+        limits.header_timeout_s,
     )
     _Server(config, app).run(sockets=sockets)
 

@@ -3,7 +3,10 @@
 Routes: ``GET /api/models`` (what exists), ``GET /api/models/{model}/{underlying}`` (the stored view bytes),
 ``GET /stream/{model}/{underlying}`` (SSE), ``GET /healthz``, ``GET /`` and ``/static/…``.
 ``/api`` and ``/stream`` require ``Authorization: Bearer <MMAKER_WEB_TOKEN>`` when a token is configured
-(constant-time compare; the token is never logged). CORS headers are sent only for configured origins.
+(constant-time compare; the token is never logged). A request to ``/api…`` or ``/stream…`` carrying a
+credential-looking query parameter (:data:`CREDENTIAL_PARAMS`) is refused with 400 whether or not a token is
+configured: URLs end up in access logs, proxies and browser history (``python -m web`` also logs no query
+string at all). CORS headers are sent only for configured origins.
 
 SSE events are written by the hub (see :mod:`web.hub`), straight to the connection's transport on uvicorn's
 httptools protocol; :class:`ViewStream` writes the headers and waits for the client to leave. A dropped
@@ -20,6 +23,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -35,6 +39,7 @@ from fabric.settings import Settings, get_settings
 from web.events import parse_last_event_id
 from web.health import assess_health, read_health_inputs
 from web.hub import ViewClient, ViewHub
+from web.limits import ConnectionGuard, ConnectionLimits
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,11 @@ MAX_SKIPS = 8
 MAX_BUFFER = 64 * 1024
 #: the scope key under which :class:`_App` passes the server's ``send``
 RAW_SEND = "mmaker.raw_send"
+#: query parameters (lower-cased) that look like a credential: refused on the authenticated routes
+CREDENTIAL_PARAMS = frozenset(
+    {"token", "access_token", "apikey", "api_key", "key", "auth", "authorization", "password"}
+)
+AUTHENTICATED_PREFIXES = ("/api", "/stream")
 
 
 def _json(body: dict[str, Any], status: int = 200) -> JSONResponse:
@@ -100,16 +110,38 @@ def _unknown_reason(hub: ViewHub, model: str, underlying: str) -> str | None:
     return None
 
 
+def credential_in_query(query_string: bytes) -> str | None:
+    """The first query parameter whose name looks like a credential (:data:`CREDENTIAL_PARAMS`), else None."""
+    for name, _ in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if name.strip().lower() in CREDENTIAL_PARAMS:
+            return name
+    return None
+
+
+def _credential_refusal(name: str) -> JSONResponse:
+    detail = "send the token in the Authorization header (Authorization: Bearer <token>), never in a URL"
+    return _json({"error": "credential in query string", "parameter": name, "detail": detail}, 400)
+
+
 class _App(Starlette):
-    """Starlette that hands the server's own ``send`` to the SSE route (``scope[RAW_SEND]``).
+    """Starlette that hands the server's own ``send`` to the SSE route (``scope[RAW_SEND]``) and refuses a
+    credential in the query string of an authenticated route before any routing or middleware.
 
     Middleware wraps ``send`` in closures; the stream route needs the server's to find the connection's
     transport (see :func:`_direct_transport`).
     """
 
+    guard: ConnectionGuard
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             scope[RAW_SEND] = send
+            if scope["query_string"] and scope["path"].startswith(AUTHENTICATED_PREFIXES):
+                name = credential_in_query(scope["query_string"])
+                if name is not None:
+                    self.guard.refuse("token_in_query")
+                    await _credential_refusal(name)(scope, receive, send)
+                    return
         await super().__call__(scope, receive, send)
 
 
@@ -119,6 +151,10 @@ def _direct_transport(scope: Scope) -> asyncio.Transport | None:
     Only on uvicorn's ``httptools`` protocol once it has chosen chunked framing for this response (it does
     for every HTTP/1.1 response without a length): the hub then writes exactly the bytes uvicorn's ``send``
     would. Anything else (h11, another server, HEAD) takes the portable per-client ``send`` path.
+    The ``send`` is a method of the connection's request/response cycle, so the check is on the cycle's
+    class: ``python -m web`` runs :class:`web.protocol.LimitedHttpToolsProtocol`, which subclasses the
+    protocol only and keeps uvicorn's ``RequestResponseCycle`` as it is — the exact module check still holds,
+    and a cycle subclass (which could frame differently) deliberately takes the portable path.
     """
     cycle = getattr(scope.get(RAW_SEND), "__self__", None)
     if cycle is None or type(cycle).__module__ != "uvicorn.protocols.http.httptools_impl":
@@ -175,9 +211,14 @@ async def _until_disconnect(receive: Receive) -> None:
         pass
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """Build the web application for ``settings`` (default: :func:`get_settings`)."""
+def create_app(settings: Settings | None = None, guard: ConnectionGuard | None = None) -> Starlette:
+    """Build the web application for ``settings`` (default: :func:`get_settings`).
+
+    ``guard`` (default: one for ``settings`` and this process's open-file limit) counts refusals and is shown
+    by ``/healthz``; ``app.state.guard`` is the one in use (``python -m web`` binds its protocol to it).
+    """
     settings = settings or get_settings()
+    guard = guard or ConnectionGuard(ConnectionLimits.for_process(settings))
     hub = ViewHub(
         settings.redis_url,
         tuple(keys.MODELS),
@@ -228,17 +269,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def healthz(request: Request) -> Response:
         now_ms = int(time.time() * 1000)
         sse = {"clients": hub.client_count(), "direct": hub.direct_count(), **vars(hub.stats)}
+        web = guard.report()
         try:
             inputs = await read_health_inputs(hub.redis, hub.models, hub.underlyings)
         except Exception as exc:
             body = {"status": "down", "problems": [f"redis unreachable: {exc}"], "now_ms": now_ms}
-            return _json({**body, "redis": {"reachable": False}, "sse": sse}, 503)
+            return _json({**body, "redis": {"reachable": False}, "sse": sse, "web": web}, 503)
         healthy, body = assess_health(inputs, now_ms=now_ms, stale_view_s=settings.stale_view_s)
         if not hub.stats.subscribed:
             healthy = False
             body["status"] = "stale"
             body["problems"].append("pub/sub subscription down")
         body["sse"] = sse
+        body["web"] = web  # a full process is not unhealthy: its /healthz says so, and the cap protects it
         return _json(body, 200 if healthy else 503)
 
     async def dashboard(request: Request) -> Response:
@@ -263,5 +306,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = _App(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.guard = guard
     app.state.hub = hub
+    app.state.guard = guard
     return app

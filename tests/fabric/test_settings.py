@@ -57,3 +57,20 @@ def test_environment_overrides() -> None:
 def test_mask_url() -> None:
     assert mask_url("rediss://user:pw@host:6379/0") == "rediss://user:***@host:6379/0"
     assert mask_url("redis://host:6379/0") == "redis://host:6379/0"
+
+
+def test_web_limits_have_production_defaults_and_floors() -> None:
+    s = Settings.from_env({})
+    assert s.web_max_connections == 8000 and s.web_max_header_bytes == 16384
+    assert s.web_max_headers == 100 and s.web_header_timeout_s == 10.0
+    small = Settings.from_env(
+        {
+            "MMAKER_WEB_MAX_CONNECTIONS": "200",
+            "MMAKER_WEB_MAX_HEADER_BYTES": "10",
+            "MMAKER_WEB_MAX_HEADERS": "2",
+            "MMAKER_WEB_HEADER_TIMEOUT_S": "0",
+        }
+    )
+    assert small.web_max_connections == 200
+    # floors: a browser's request must still fit, and a zero deadline would refuse every connection
+    assert small.web_max_header_bytes == 1024 and small.web_max_headers == 8 and small.web_header_timeout_s == 0.1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import queue
+import resource
 import subprocess
 import sys
 import tempfile
@@ -23,13 +24,21 @@ from tests.support.servers import ROOT, free_port, stop_process
 
 
 class WebServer:
-    """``python -m web`` on a free port; its output goes to a log file the tests can read."""
+    """``python -m web`` on a free port; its output goes to a log file the tests can read.
 
-    def __init__(self, **env: str):
+    ``open_files`` = (soft, hard) starts it with that RLIMIT_NOFILE.
+    """
+
+    def __init__(self, *, open_files: tuple[int, int] | None = None, **env: str):
         self.port = free_port()
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "MMAKER_SSE_PING_S": "2", **env}
         self.log_path = Path(tempfile.mkstemp(prefix="mmaker-web-", suffix=".log")[1])
         self.proc: subprocess.Popen[bytes] | None = None
+        self.open_files = open_files
+
+    def _limit_open_files(self) -> None:  # in the child, before exec
+        if self.open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, self.open_files)
 
     @property
     def url(self) -> str:
@@ -45,6 +54,7 @@ class WebServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
+                preexec_fn=self._limit_open_files if self.open_files else None,
             )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -238,7 +238,9 @@ class Hub:
         topics = [t.strip() for t in params.split(",") if t.strip()]
         out = self._subscribe(s, topics) if action == "subscribe" else self._unsubscribe(s, topics)
         if out:
-            await s.ws.send(orjson.dumps(out), text=True)
+            # Behind the data frames already queued (built under the old subscriptions), never ahead of them: a
+            # client that reads up to the reply then sees only what it is subscribed to. Waited for, never dropped.
+            await s.queue.put((orjson.dumps(out), 0))
         return True
 
     def _subscribe(self, s: Session, topics: list[str]) -> list[dict]:

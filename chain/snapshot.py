@@ -101,12 +101,16 @@ def run_snapshot(
         retire_ttl_s=settings.epoch_retire_ttl_s,
         now_ms=settings.now_ms() if now_ms is None else now_ms,
     )
-    if dec.rejected:
+    if dec.rejected or dec.implausible:
         pipe = r.pipeline(transaction=False)
-        for reason, count in dec.rejected.items():
-            pipe.hincrby(keys.chain_errors(u), f"rejected:{reason}", count)
+        for prefix, counts in (("rejected", dec.rejected), ("implausible", dec.implausible)):
+            for name, count in counts.items():
+                pipe.hincrby(keys.chain_errors(u), f"{prefix}:{name}", count)
         pipe.execute()
+    if dec.rejected:
         log.warning("chain rows rejected underlying=%s %s", u, dict(dec.rejected))
+    if dec.implausible:
+        log.warning("chain values implausible (taken as missing) underlying=%s %s", u, dict(dec.implausible))
     cadence = record_chain_run(
         r,
         u,

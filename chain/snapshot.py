@@ -27,6 +27,8 @@ from ingest.record import recorder_from_settings
 
 log = logging.getLogger(__name__)
 
+MB = 1 << 20
+
 
 @dataclass(frozen=True)
 class SnapshotOutcome:
@@ -58,6 +60,8 @@ def fetcher_from_settings(settings: Settings) -> ChainFetcher:
         timeout_s=settings.chain_timeout_s,
         max_retries=settings.chain_max_retries,
         parallel_ranges=settings.chain_parallel_ranges,
+        max_page_bytes=round(settings.chain_max_page_mb * MB),
+        snapshot_deadline_s=settings.chain_snapshot_deadline_s,
         on_snapshot=recorder.chain_snapshot if recorder is not None else None,
     )
 

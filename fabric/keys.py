@@ -24,6 +24,7 @@ contract id (see :mod:`fabric.contracts`).
 | ``massive:spot:{U}`` | HASH price, ts_ms, source |
 | ``massive:chain:cadence:{U}`` | HASH latency and cadence of the chain snapshots |
 | ``massive:chain:errors:{U}`` | HASH error counters of the chain snapshots |
+| ``massive:chain:held:{U}`` | HASH the snapshot held back, waiting for its confirmation (with a TTL) |
 | ``mmaker:<model>:model:{U}`` | STRING complete JSON view |
 | ``mmaker:<model>:version:{U}`` | STRING version of the last published view |
 | ``mmaker:<model>:staged:{U}:token`` | STRING a view being published (renamed onto the view by the publish script) |
@@ -143,6 +144,12 @@ def chain_cadence(underlying: str) -> str:
 def chain_errors(underlying: str) -> str:
     """HASH: counters of chain snapshot errors and rejected rows, by reason."""
     return f"massive:chain:errors:{tag(underlying)}"
+
+
+def chain_held(underlying: str) -> str:
+    """HASH: the fingerprint of the snapshot held back for confirmation (``epoch contracts reason first_seen_ms
+    last_seen_ms times_seen detail``), with a TTL."""
+    return f"massive:chain:held:{tag(underlying)}"
 
 
 def chain_lock(underlying: str) -> str:

@@ -20,6 +20,7 @@ def test_every_key_of_an_underlying_carries_its_hash_tag() -> None:
         keys.chain_cadence("SPY"),
         keys.chain_errors("SPY"),
         keys.chain_lock("SPY"),
+        keys.chain_held("SPY"),
         keys.model_view("gex", "SPY"),
         *keys.epoch_keys("SPY", "e1", [CID]),
     ]
@@ -36,6 +37,7 @@ def test_schema_matches_the_design_table() -> None:
     assert keys.spot("SPX") == "massive:spot:{SPX}"
     assert keys.chain_cadence("SPY") == "massive:chain:cadence:{SPY}"
     assert keys.model_view("heatmap", "SPY") == "mmaker:heatmap:model:{SPY}"
+    assert keys.chain_held("SPY") == "massive:chain:held:{SPY}"
 
 
 def test_unknown_index_is_refused() -> None:

@@ -27,6 +27,7 @@ contract id (see :mod:`fabric.contracts`).
 | ``massive:chain:held:{U}`` | HASH the snapshot held back, waiting for its confirmation (with a TTL) |
 | ``mmaker:<model>:model:{U}`` | STRING complete JSON view |
 | ``mmaker:<model>:version:{U}`` | STRING version of the last published view |
+| ``mmaker:<model>:errors:{U}`` | HASH counters of a model's runs that published nothing, by reason |
 | ``mmaker:<model>:staged:{U}:token`` | STRING a view being published (renamed onto the view by the publish script) |
 | ``massive:ingest:status`` | HASH ingest status |
 | channel ``mmaker:models`` | model publications |
@@ -171,6 +172,11 @@ def staged_view(model: Model, underlying: str, token: str) -> str:
 def model_version(model: Model, underlying: str) -> str:
     """STRING: the version of the last published view (INCR'd by the publish script)."""
     return f"mmaker:{model}:version:{tag(underlying)}"
+
+
+def model_errors(model: Model, underlying: str) -> str:
+    """HASH: counters of ``model``'s runs that refused to publish, by reason (``non_finite``, ``bad_spot``)."""
+    return f"mmaker:{model}:errors:{tag(underlying)}"
 
 
 def model_lock(model: Model, underlying: str) -> str:

@@ -22,6 +22,7 @@ def test_every_key_of_an_underlying_carries_its_hash_tag() -> None:
         keys.chain_lock("SPY"),
         keys.chain_held("SPY"),
         keys.model_view("gex", "SPY"),
+        keys.model_errors("gex", "SPY"),
         *keys.epoch_keys("SPY", "e1", [CID]),
     ]
     for key in built:
@@ -38,6 +39,7 @@ def test_schema_matches_the_design_table() -> None:
     assert keys.chain_cadence("SPY") == "massive:chain:cadence:{SPY}"
     assert keys.model_view("heatmap", "SPY") == "mmaker:heatmap:model:{SPY}"
     assert keys.chain_held("SPY") == "massive:chain:held:{SPY}"
+    assert keys.model_errors("gex", "SPX") == "mmaker:gex:errors:{SPX}"
 
 
 def test_unknown_index_is_refused() -> None:

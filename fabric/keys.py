@@ -24,8 +24,10 @@ contract id (see :mod:`fabric.contracts`).
 | ``massive:spot:{U}`` | HASH price, ts_ms, source |
 | ``massive:chain:cadence:{U}`` | HASH latency and cadence of the chain snapshots |
 | ``massive:chain:errors:{U}`` | HASH error counters of the chain snapshots |
+| ``massive:chain:held:{U}`` | HASH the snapshot held back, waiting for its confirmation (with a TTL) |
 | ``mmaker:<model>:model:{U}`` | STRING complete JSON view |
 | ``mmaker:<model>:version:{U}`` | STRING version of the last published view |
+| ``mmaker:<model>:errors:{U}`` | HASH counters of a model's runs that published nothing, by reason |
 | ``mmaker:<model>:staged:{U}:token`` | STRING a view being published (renamed onto the view by the publish script) |
 | ``massive:ingest:status`` | HASH ingest status |
 | channel ``mmaker:models`` | model publications |
@@ -145,6 +147,12 @@ def chain_errors(underlying: str) -> str:
     return f"massive:chain:errors:{tag(underlying)}"
 
 
+def chain_held(underlying: str) -> str:
+    """HASH: the fingerprint of the snapshot held back for confirmation (``epoch contracts reason first_seen_ms
+    last_seen_ms times_seen detail``), with a TTL."""
+    return f"massive:chain:held:{tag(underlying)}"
+
+
 def chain_lock(underlying: str) -> str:
     """STRING: the lock that keeps chain snapshots of one underlying from overlapping."""
     return f"massive:chain:lock:{tag(underlying)}"
@@ -164,6 +172,11 @@ def staged_view(model: Model, underlying: str, token: str) -> str:
 def model_version(model: Model, underlying: str) -> str:
     """STRING: the version of the last published view (INCR'd by the publish script)."""
     return f"mmaker:{model}:version:{tag(underlying)}"
+
+
+def model_errors(model: Model, underlying: str) -> str:
+    """HASH: counters of ``model``'s runs that refused to publish, by reason (``non_finite``, ``bad_spot``)."""
+    return f"mmaker:{model}:errors:{tag(underlying)}"
 
 
 def model_lock(model: Model, underlying: str) -> str:

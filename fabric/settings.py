@@ -99,6 +99,10 @@ class Settings:
     chain_timeout_s: float = 10.0
     chain_max_retries: int = 4
     chain_parallel_ranges: int = 4
+    chain_max_page_mb: float = 16.0  # decoded bytes of one page's body
+    chain_snapshot_deadline_s: float = 45.0  # every page of a snapshot, retries included
+    chain_max_rejected_share: float = 0.05  # of a snapshot's rows (fraction) before it is held back
+    chain_max_size_change: float = 0.5  # against the active epoch's contracts (fraction) before it is held back
     # epochs
     epoch_retire_ttl_s: int = 300
     epoch_max_warming_s: float = 30.0
@@ -228,6 +232,10 @@ class Settings:
             chain_timeout_s=float(get("MMAKER_CHAIN_TIMEOUT_S", "10")),
             chain_max_retries=int(get("MMAKER_CHAIN_MAX_RETRIES", "4")),
             chain_parallel_ranges=int(get("MMAKER_CHAIN_PARALLEL_RANGES", "4")),
+            chain_max_page_mb=float(get("MMAKER_CHAIN_MAX_PAGE_MB", "16")),
+            chain_snapshot_deadline_s=float(get("MMAKER_CHAIN_SNAPSHOT_DEADLINE_S", "45")),
+            chain_max_rejected_share=float(get("MMAKER_CHAIN_MAX_REJECTED_SHARE", "0.05")),
+            chain_max_size_change=float(get("MMAKER_CHAIN_MAX_SIZE_CHANGE", "0.5")),
             epoch_retire_ttl_s=int(get("MMAKER_EPOCH_RETIRE_TTL_S", "300")),
             epoch_max_warming_s=float(get("MMAKER_EPOCH_MAX_WARMING_S", "30")),
             epoch_required_components=_required(get("MMAKER_EPOCH_REQUIRED", "ingest,heatmap,gex")),

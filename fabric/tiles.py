@@ -26,6 +26,7 @@ double-count flow:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -506,6 +507,15 @@ def heatmap_view_json(board: TileBoard, layout: EpochLayout, underlying: str, ep
 REPUBLISH_UNCHANGED_MS = 5_000
 
 
+def _spot_or_none(text: str | None) -> float | None:
+    """The stored spot for the view's spot line: a finite positive float, else None (never NaN / ±inf)."""
+    try:
+        spot = float(text) if text else None
+    except ValueError:
+        return None
+    return spot if spot is not None and math.isfinite(spot) and spot > 0 else None
+
+
 def run_heatmap(r: Redis, underlying: str, *, now_ms: int | None = None) -> list[TileRun]:
     """Recompute and publish (or prepare) the heatmap of every live epoch of ``underlying``.
 
@@ -547,7 +557,7 @@ def run_heatmap(r: Redis, underlying: str, *, now_ms: int | None = None) -> list
                 and 0 <= clock_ms - last[1] < REPUBLISH_UNCHANGED_MS):  # fmt: skip
             runs.append(TileRun(epoch, dirty, recomputed, read, None))
             continue
-        view = heatmap_view_json(board, layout, u, epoch, spot=float(spot) if spot else None, now_ms=clock_ms)
+        view = heatmap_view_json(board, layout, u, epoch, spot=_spot_or_none(spot), now_ms=clock_ms)
         publication = publish_encoded_view(r, "heatmap", u, epoch, view, stored_version=int(model_version or 0))
         if publication.published:
             _published[(u, epoch)] = ((board.version, spot, str(publication.version)), clock_ms)

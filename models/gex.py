@@ -1,6 +1,6 @@
 """Dealer gamma exposure (GEX) of an option chain — pure: numpy arrays in, a JSON-ready view out.
 
-Conventions (``/work/shared/GEX_REFERENCE.md``):
+Conventions (the team's GEX reference):
 
 - **Unit**: $ per 1 % move of the underlying, Γ·OI·M·S²·0.01. Vanna exposure is $ per vol point
   (Vanna·OI·M·S·0.01), charm exposure $ of delta per calendar day ((Charm/365)·OI·M·S).
@@ -20,6 +20,10 @@ Conventions (``/work/shared/GEX_REFERENCE.md``):
 - **Walls**: per strike, aggregated across expiries first. Call wall = strike ≥ spot with the largest
   positive call GEX; put wall = strike ≤ spot with the largest |put GEX|; ties → the strike nearest spot;
   None when there is no candidate (no strike on that side with non-zero GEX).
+- **Never a non-finite number**: inputs beyond any plausible bound (an OI of 1e308, a spot of 1e300 written
+  by an earlier version or by hand) can make a product overflow; :func:`compute_gex` then raises
+  :class:`NonFiniteView` naming the parts, instead of returning a view with NaN / ±inf (which JSON encoders
+  write as ``null``). Checked on the numpy arrays before they become lists (a few µs).
 - **0DTE**: the contracts whose ``expiry`` equals ``zero_dte_date``; by default the New York calendar date
   of ``now_ms`` (the expiry that settles today; after today's settlement it is empty, it never rolls to
   the next day).
@@ -52,6 +56,21 @@ _BLOCK_ROWS = 1024
 _D1_UNDERFLOW = 40.0
 
 FloatArray = NDArray[np.float64]
+
+
+class NonFiniteView(ValueError):
+    """The view would carry NaN or ±inf: ``parts`` names where (the caller publishes nothing)."""
+
+    def __init__(self, parts: Sequence[str]) -> None:
+        super().__init__(f"non-finite GEX in {', '.join(parts)}")
+        self.parts = tuple(parts)
+
+
+def _require_finite(**values: FloatArray | float | list[float]) -> None:
+    """Raise :class:`NonFiniteView` naming every one of ``values`` holding NaN or ±inf."""
+    bad = [name for name, value in values.items() if not np.isfinite(value).all()]
+    if bad:
+        raise NonFiniteView(bad)
 
 
 @dataclass(frozen=True, eq=False)
@@ -358,14 +377,17 @@ def _headline(
         for name, values in (("call", call_gex), ("put", put_gex), ("vanna", vanna_usd), ("charm", charm_usd))
     }
     net = per["call"] + per["put"]
+    net_gex, abs_gex = float((call_gex[mask] + put_gex[mask]).sum()), float((call_gex[mask] - put_gex[mask]).sum())
+    _require_finite(by_strike_call=per["call"], by_strike_put=per["put"], by_strike_vanna=per["vanna"],
+                    by_strike_charm=per["charm"], by_strike_net=net, net_gex=net_gex, abs_gex=abs_gex)  # fmt: skip
     by_strike = [
         {"strike": k, "call_gex": c, "put_gex": p, "net_gex": g, "vanna": v, "charm": ch}
         for k, c, p, g, v, ch in zip(strikes.tolist(), per["call"].tolist(), per["put"].tolist(), net.tolist(),
                                      per["vanna"].tolist(), per["charm"].tolist(), strict=True)
     ]  # fmt: skip
     return {
-        "net_gex": float((call_gex[mask] + put_gex[mask]).sum()),
-        "abs_gex": float((call_gex[mask] - put_gex[mask]).sum()),
+        "net_gex": net_gex,
+        "abs_gex": abs_gex,
         "call_wall": _wall(strikes, per["call"], spot, above=True),
         "put_wall": _wall(strikes, per["put"], spot, above=False),
         "by_strike": by_strike,
@@ -435,6 +457,8 @@ def compute_gex(
     grid = profile_spots(spot, profile_half_width_pct, profile_step_pct)
     weights = np.vstack([np.ones(n), is_zero_dte.astype(np.float64)])
     profiles = _profile_rows(used, weights, grid, rate, dividend_yield)
+    _require_finite(gex=gex, vanna=vanna_usd, charm=charm_usd, profile=profiles, profile_spot=grid, rate=rate,
+                    dividend_yield=dividend_yield)  # fmt: skip
 
     everything = np.ones(n, dtype=bool)
     view: dict[str, Any] = {
@@ -443,6 +467,7 @@ def compute_gex(
     }  # fmt: skip
     headline = _headline(used, everything, call_gex, put_gex, vanna_usd, charm_usd, spot)
     crossings = _crossings(grid, profiles[0], _profile_function(used, weights[0], rate, dividend_yield))
+    _require_finite(zero_gamma_crossings=crossings)
     view.update(
         net_gex=headline["net_gex"], abs_gex=headline["abs_gex"], zero_gamma=_nearest(crossings, spot),
         zero_gamma_crossings=crossings, call_wall=headline["call_wall"], put_wall=headline["put_wall"],
@@ -458,6 +483,7 @@ def compute_gex(
         for e, g, a in zip(expiries.tolist(), net_by_expiry.tolist(), abs_by_expiry.tolist(), strict=True)
     ]
     cells = np.bincount(expiry_index * strikes.size + strike_index, weights=gex, minlength=expiries.size * strikes.size)
+    _require_finite(by_expiry_net=net_by_expiry, by_expiry_abs=abs_by_expiry, surface=cells)
     view["surface"] = {
         "expiries": expiries.tolist(), "strikes": strikes.tolist(),
         "net_gex": cells.reshape(expiries.size, strikes.size).tolist(),
@@ -467,6 +493,7 @@ def compute_gex(
     if is_zero_dte.any():
         zero = _headline(used, is_zero_dte, call_gex, put_gex, vanna_usd, charm_usd, spot)
         zero_crossings = _crossings(grid, profiles[1], _profile_function(used, weights[1], rate, dividend_yield))
+        _require_finite(zero_dte_crossings=zero_crossings)
         zero["zero_gamma"] = _nearest(zero_crossings, spot)
         zero["zero_gamma_crossings"] = zero_crossings
         zero["contracts_used"] = int(is_zero_dte.sum())

@@ -69,3 +69,28 @@ def test_no_spot_no_view(r: redis.Redis) -> None:
     (run,) = exposure.run_gex(r, "SPY", now_ms=NOW_MS)
     assert run.publication is None and run.skipped == "no spot yet"
     assert r.get(keys.model_view("gex", "SPY")) is None
+
+
+def test_a_view_with_a_non_finite_number_is_refused_counted_and_the_last_view_stays(r: redis.Redis) -> None:
+    """An epoch written before the chain's bounds (or by hand) holds an OI of 1e308: the run publishes
+    nothing, counts ``non_finite`` and the previous view stays — never a view with null GEX."""
+    epoch = golden_epoch(r)
+    (run,) = exposure.run_gex(r, "SPY", now_ms=NOW_MS)
+    assert run.publication is not None and run.publication.published
+    published = r.get(keys.model_view("gex", "SPY"))
+    r.hset(keys.contract("SPY", epoch, "gex", "O:SPY:2030-07-19:95:P"), "oi", "1e308")
+    r.hset(keys.epoch_meta("SPY", epoch), "refreshed_ms", NOW_MS + 1)
+    (refused,) = exposure.run_gex(r, "SPY", now_ms=NOW_MS)
+    assert refused.publication is None and refused.skipped == "non_finite" and refused.contracts == 4
+    assert r.hgetall(keys.model_errors("gex", "SPY")) == {"non_finite": "1"}
+    assert r.get(keys.model_view("gex", "SPY")) == published and r.get(keys.model_version("gex", "SPY")) == "1"
+
+
+def test_a_spot_that_is_no_finite_positive_number_publishes_nothing(r: redis.Redis) -> None:
+    golden_epoch(r)
+    for text in ("inf", "nan", "-5", "abc"):
+        r.hset(keys.spot("SPY"), "price", text)
+        (run,) = exposure.run_gex(r, "SPY", now_ms=NOW_MS)
+        assert run.publication is None and run.skipped == "bad_spot", text
+    assert r.hget(keys.model_errors("gex", "SPY"), "bad_spot") == "4"
+    assert r.get(keys.model_view("gex", "SPY")) is None

@@ -20,7 +20,9 @@ def test_every_key_of_an_underlying_carries_its_hash_tag() -> None:
         keys.chain_cadence("SPY"),
         keys.chain_errors("SPY"),
         keys.chain_lock("SPY"),
+        keys.chain_held("SPY"),
         keys.model_view("gex", "SPY"),
+        keys.model_errors("gex", "SPY"),
         *keys.epoch_keys("SPY", "e1", [CID]),
     ]
     for key in built:
@@ -36,6 +38,8 @@ def test_schema_matches_the_design_table() -> None:
     assert keys.spot("SPX") == "massive:spot:{SPX}"
     assert keys.chain_cadence("SPY") == "massive:chain:cadence:{SPY}"
     assert keys.model_view("heatmap", "SPY") == "mmaker:heatmap:model:{SPY}"
+    assert keys.chain_held("SPY") == "massive:chain:held:{SPY}"
+    assert keys.model_errors("gex", "SPX") == "mmaker:gex:errors:{SPX}"
 
 
 def test_unknown_index_is_refused() -> None:

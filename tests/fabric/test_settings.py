@@ -54,6 +54,17 @@ def test_environment_overrides() -> None:
     assert s.epoch_retire_ttl_s == 60
 
 
+def test_chain_limits_for_a_hostile_world() -> None:
+    s = Settings.from_env({})
+    assert (s.chain_max_page_mb, s.chain_snapshot_deadline_s) == (16.0, 45.0)
+    assert (s.chain_max_rejected_share, s.chain_max_size_change) == (0.05, 0.5)
+    env = {"MMAKER_CHAIN_MAX_PAGE_MB": "4", "MMAKER_CHAIN_SNAPSHOT_DEADLINE_S": "20",
+           "MMAKER_CHAIN_MAX_REJECTED_SHARE": "0.1", "MMAKER_CHAIN_MAX_SIZE_CHANGE": "0.8"}  # fmt: skip
+    s = Settings.from_env(env)
+    assert (s.chain_max_page_mb, s.chain_snapshot_deadline_s) == (4.0, 20.0)
+    assert (s.chain_max_rejected_share, s.chain_max_size_change) == (0.1, 0.8)
+
+
 def test_mask_url() -> None:
     assert mask_url("rediss://user:pw@host:6379/0") == "rediss://user:***@host:6379/0"
     assert mask_url("redis://host:6379/0") == "redis://host:6379/0"

@@ -425,3 +425,13 @@ def test_a_run_whose_epoch_expired_meanwhile_writes_nothing(r: redis.Redis) -> N
     with mock.patch.object(tiles, "_write_tiles", side_effect=expire_then_write):
         tiles.run_heatmap(r, "SPY")
     assert r.keys(f"*{epoch}*") == []
+
+
+def test_a_stored_spot_that_is_no_finite_positive_number_is_left_out_of_the_view(r: redis.Redis) -> None:
+    make_epoch(r)
+    for text in ("abc", "nan", "1e999", "-1"):
+        r.hset(keys.spot("SPY"), "price", text)
+        tiles.forget_all()
+        (result,) = tiles.run_heatmap(r, "SPY", now_ms=NOW)
+        assert result.publication is not None, text
+        assert orjson.loads(r.get(keys.model_view("heatmap", "SPY")))["spot"] is None

@@ -447,3 +447,25 @@ def test_totals_are_consistent_and_row_order_does_not_matter(
     assert_json_ready(view)
     shuffled = data.draw(st.permutations(rows))
     assert compute_gex(GexChain.from_rows(shuffled), spot=spot, now_ms=NOW_MS, profile_step_pct=0.5) == view
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_a_view_that_would_carry_a_non_finite_number_is_refused() -> None:
+    """Inputs beyond any plausible bound (an OI of 1e308 written by an earlier version, a spot of 1e300) make
+    products overflow: the model refuses, naming where, instead of a view with NaN/inf (JSON null)."""
+    e30 = NOW_MS + 30 * DAY_MS
+    huge_oi = chain({"strike": 100, "settle_ms": e30, "call": True, "oi": 1e308, "iv": 0.2})
+    with pytest.raises(gex.NonFiniteView) as refused:
+        compute_gex(huge_oi, spot=100, now_ms=NOW_MS)
+    assert "gex" in refused.value.parts and "profile" in refused.value.parts
+    bounded = {"strike": 100, "settle_ms": e30, "oi": 1e7, "multiplier": 1000}  # the chain's bounds at their edge
+    sane = chain({**bounded, "call": True, "iv": 0.2}, {**bounded, "call": False, "gamma": 1e5})
+    with pytest.raises(gex.NonFiniteView):
+        compute_gex(sane, spot=1e300, now_ms=NOW_MS)
+    # two contracts of 1e308 $ each (finite) whose sum overflows
+    huge = {"strike": 100, "settle_ms": e30, "call": True, "oi": 1e303, "multiplier": 1000, "gamma": 1.0}
+    overflow = chain(huge, huge)
+    with pytest.raises(gex.NonFiniteView):
+        compute_gex(overflow, spot=100, now_ms=NOW_MS)
+    view = compute_gex(sane, spot=1e6, now_ms=NOW_MS)  # the bounds' extremes stay finite
+    assert all(math.isfinite(x) for x in (view["net_gex"], view["abs_gex"], *view["profile"]["net_gex"]))

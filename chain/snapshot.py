@@ -26,7 +26,7 @@ from redis import Redis
 
 from beat_schedule.cadence import record_chain_run
 from beat_schedule.controller import CadenceBounds
-from chain.decompose import Decomposition, decompose
+from chain.decompose import MAX_FUTURE_MS, Decomposition, decompose
 from chain.fetch import ChainFetcher, ChainFetchError, FetchedChain
 from chain.judge import HELD_TTL_S, HeldSnapshot, JudgeLimits, Verdict, confirms, judge_snapshot
 from chain.store import write_decomposition
@@ -123,7 +123,8 @@ def run_snapshot(
         _forget_held(r, dec, held, verdict if confirmed else None)
 
     if dec.spot is not None:
-        script(r, "set_spot")(keys=[keys.spot(u)], args=[repr(dec.spot.price), dec.spot.ts_ms, "chain"])
+        latest_ms = started_ms + MAX_FUTURE_MS  # a stored time past it cannot be real: set_spot replaces it
+        script(r, "set_spot")(keys=[keys.spot(u)], args=[repr(dec.spot.price), dec.spot.ts_ms, "chain", latest_ms])
     written = write_decomposition(r, dec, now_ms=started_ms, retire_ttl_s=settings.epoch_retire_ttl_s)
     promotion = promote_ready_epochs(
         r,

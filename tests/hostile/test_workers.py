@@ -62,7 +62,8 @@ def test_a_worker_whose_broker_runs_out_of_memory_reconnects_instead_of_exiting(
         os.kill(worker.pid, signal.SIGSTOP)  # messages queue up while it cannot take them
         for _ in range(3):
             send_recompute(server, server)
-        assert client.llen("heatmap") == 3
+        # (a BRPOP the worker sent before it stopped may already have taken one into its socket)
+        assert client.llen("heatmap") >= 2
         client.config_set("maxmemory", 1)
         os.kill(worker.pid, signal.SIGCONT)
         wait_for(lambda: "Connection to broker lost" in log.read_text(errors="replace"), 60, "the OOM met", log)

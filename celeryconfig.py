@@ -7,13 +7,15 @@ periodic recomputes (a lost run is replaced by the next one), time limits enforc
 
 from __future__ import annotations
 
+import os
+import sys
 from urllib.parse import parse_qsl, urlsplit
 
 from kombu import Queue
 from kombu.utils.url import parse_ssl_cert_reqs
 
 from beat_schedule import build_beat_schedule
-from fabric.settings import get_settings
+from fabric.settings import get_settings, mask_url
 
 
 def _broker_use_ssl(url: str) -> dict[str, object] | None:
@@ -37,6 +39,11 @@ def _broker_use_ssl(url: str) -> dict[str, object] | None:
 
 
 _settings = get_settings()
+if not os.environ.get("CELERY_BROKER_URL") and not os.environ.get("REDIS_URL"):
+    # A shell without the stack's variables would talk to the default Redis without a word (celery call …).
+    _default = mask_url(_settings.celery_broker_url)
+    print(f"mmaker: neither CELERY_BROKER_URL nor REDIS_URL is set: using the default broker {_default}; export "
+          "them as for the running stack", file=sys.stderr)  # fmt: skip
 
 broker_url = _settings.celery_broker_url
 broker_connection_retry_on_startup = True

@@ -111,6 +111,12 @@ class Settings:
     sim_host: str = "127.0.0.1"
     sim_port: int = 8765
     sim_seed: int = 7
+    sim_replay_dir: str | None = None
+    sim_speed: str = "1"
+    # the processes `mmaker run` starts
+    flower_address: str = "127.0.0.1"
+    flower_port: int = 5555
+    log_level: str = "WARNING"
     # ingest
     ingest_batch_max_events: int = 20_000
     ingest_batch_max_ms: float = 5.0
@@ -242,6 +248,11 @@ class Settings:
             sim_host=sim_host,
             sim_port=sim_port,
             sim_seed=int(get("MMAKER_SIM_SEED", "7")),
+            sim_replay_dir=get("MMAKER_SIM_REPLAY", "") or None,
+            sim_speed=get("MMAKER_SIM_SPEED", "1"),
+            flower_address=get("MMAKER_FLOWER_ADDRESS", "127.0.0.1"),
+            flower_port=int(get("MMAKER_FLOWER_PORT", "5555")),
+            log_level=get("MMAKER_LOG_LEVEL", "WARNING").upper(),
             ingest_batch_max_events=int(get("MMAKER_INGEST_BATCH_MAX_EVENTS", "20000")),
             ingest_batch_max_ms=float(get("MMAKER_INGEST_BATCH_MAX_MS", "5")),
             ingest_queue_max_frames=int(get("MMAKER_INGEST_QUEUE_MAX_FRAMES", "20000")),

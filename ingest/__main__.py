@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Sequence
 
 from redis.exceptions import AuthenticationError
 
@@ -12,9 +14,17 @@ from fabric.settings import get_settings, mask_url
 from ingest.service import run_ingest
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run until stopped (Ctrl-C / SIGTERM → 0) or until the feed refuses the API key or Redis the password (→ 2)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(
+        prog="python -m ingest",
+        description="The long-running WebSocket ingest process: Massive frames → validated, conflated batches → one "
+        "Lua call per epoch. Everything else comes from the environment (REDIS_URL, MASSIVE_API_KEY, "
+        "MASSIVE_WS_URL, MMAKER_UNDERLYINGS, MMAKER_INGEST_* — see docs/configuration.md).",
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO (default), WARNING, ERROR")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
     settings = get_settings()
     try:

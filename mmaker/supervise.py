@@ -1,15 +1,18 @@
-"""``python -m mmaker.supervise``: run the processes of a Procfile, restart any that exits, stop them in order.
+"""``python -m mmaker.supervise``: run processes, restart any that exits, stop them in order.
 
-What ``make run`` uses instead of honcho, which stops every process as soon as one exits: here a process that
-exits on its own is started again after a back-off (1 s, doubling to 30 s; back to 1 s once it has run for a
-minute), each restart counted and logged, and the whole table written every second to ``mmaker:processes``
+What ``mmaker run`` (``make run``) runs its process table under (:mod:`mmaker.processes`); it also runs the
+processes of any Procfile (``python -m mmaker.supervise -f Procfile``). Unlike honcho, which stops every
+process as soon as one exits, a process that exits on its own is started again after a back-off (1 s,
+doubling to 30 s; back to 1 s once it has run for a minute), each restart counted and logged, and the whole
+table written every second to ``mmaker:processes``
 in Redis (``/healthz`` shows it). Ctrl-C or SIGTERM stops everything in order: every process but the
 ``--last`` ones (the Redis it started) first — SIGTERM, a grace period, then SIGKILL — and those last, so no
 process loses its state store while it still writes.
 
 Each process runs in a session of its own (a terminal's Ctrl-C reaches only the supervisor, which stops the
-others in order), its output prefixed with its name. Commands run under ``/bin/sh -c 'exec …'`` so that
-``${VAR:-default}`` expands as in a Procfile and the signal reaches the process itself.
+others in order), its output prefixed with its name. An argument list is started as it is; a Procfile's
+command line under ``/bin/sh -c 'exec …'``, so that ``${VAR:-default}`` expands as in a Procfile and the
+signal reaches the process itself.
 
 With ``--ready-url`` the supervisor polls that URL (``/healthz``) and prints one line, ``ready: …``, the first
 time it answers 200 — every view is live.
@@ -67,7 +70,7 @@ class Child:
     """One supervised process and its history."""
 
     name: str
-    command: str
+    command: str | list[str]
     proc: subprocess.Popen[bytes] | None = None
     started_s: float = 0.0
     restarts: int = 0
@@ -95,7 +98,7 @@ class Supervisor:
 
     def __init__(
         self,
-        entries: dict[str, str],
+        entries: dict[str, str] | dict[str, list[str]],
         *,
         last: tuple[str, ...] = ("redis",),
         redis_url: str | None = None,
@@ -129,8 +132,9 @@ class Supervisor:
     # ----- lifecycle -----------------------------------------------------------------------------------------
     def start(self, child: Child) -> None:
         """Start ``child`` (in a session of its own, its output pumped to ours)."""
+        argv = child.command if isinstance(child.command, list) else ["/bin/sh", "-c", f"exec {child.command}"]
         child.proc = subprocess.Popen(
-            ["/bin/sh", "-c", f"exec {child.command}"],
+            argv,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,

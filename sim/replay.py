@@ -25,6 +25,7 @@ import asyncio
 import itertools
 import json
 import logging
+import os
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -340,11 +341,18 @@ def summary(directory: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m sim.replay DIR``: print the summary of a recording as JSON."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m sim.replay DIR", file=sys.stderr)
-        return 2
-    print(json.dumps(summary(args[0]), indent=2))
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m sim.replay",
+        description="Print the summary of a recording (MMAKER_RECORD_DIR) as JSON: its files, events, first and "
+        "last instants, and the MMAKER_CLOCK_MS under which a replay gives the same views.",
+    )
+    parser.add_argument("directory", help="the recording directory")
+    args = parser.parse_args(argv)
+    if not os.path.isdir(args.directory):
+        parser.error(f"not a directory: {args.directory}")
+    print(json.dumps(summary(args.directory), indent=2))
     return 0
 
 

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Sequence
 
 import uvicorn
 from starlette.applications import Starlette
@@ -37,7 +38,7 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Parse ``--host``/``--port`` (defaults from the settings) and run uvicorn until stopped."""
     settings = get_settings()
     parser = argparse.ArgumentParser(prog="python -m web", description=__doc__)
@@ -51,7 +52,7 @@ def main() -> None:
         default=settings.web_workers,
         help="server processes sharing the port (SO_REUSEPORT), each with its own subscription",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     files = raise_open_file_limit()
     log.info(

@@ -185,32 +185,29 @@ def test_the_process_table_entry_decodes() -> None:
 
 
 def test_the_systemd_units_cover_every_process_and_restart_it() -> None:
-    """Production supervision: one unit per Procfile process (Redis is the host's own), each restarted whenever
-    it exits and never given up on, running the Procfile's program with the Procfile's queue and name; the
+    """Production supervision: one unit per process of ``mmaker run`` (Redis is the host's own), each restarted
+    whenever it exits and never given up on, running the same program with the same queue and name; the
     target wants them all."""
     import configparser
 
-    from mmaker.supervise import read_procfile
+    from fabric.settings import Settings
+    from mmaker.processes import process_table
 
     units = ROOT / "deploy" / "systemd"
-    procfile = read_procfile(ROOT / "Procfile")
+    table = process_table(Settings.from_env({}), python="python")
     target = configparser.ConfigParser(strict=False, interpolation=None)
     target.read(units / "mmaker.target")
     wanted = set(target["Unit"]["Wants"].split())
-    for name, command in procfile.items():
-        if name == "redis":
-            continue
+    assert wanted == {f"mmaker-{name}.service" for name in table}
+    for name, argv in table.items():
         unit = configparser.ConfigParser(strict=False, interpolation=None)
         unit.read(units / f"mmaker-{name}.service")
         service = unit["Service"]
         assert service["Restart"] == "always" and unit["Unit"]["StartLimitIntervalSec"] == "0", name
-        assert f"mmaker-{name}.service" in wanted
-        words, started = command.split(), service["ExecStart"].split()
-        assert started[0].rsplit("/", 1)[1] == words[0].rsplit("/", 1)[1], name  # python or celery
-        # the module or Celery sub-command, queue, worker name and options up to the first path or variable
-        fixed = []
-        for word in words[1:]:
-            if "$" in word or "/" in word:
-                break
-            fixed.append(word.lower())
-        assert [word.lower() for word in started[1 : 1 + len(fixed)]] == fixed, (name, fixed, started)
+        started = service["ExecStart"].split()
+        assert started[0].endswith("/python"), name  # the installed interpreter: python -m …
+
+        def fixed(words: list[str]) -> list[str]:  # the module, queue, worker name, options (no paths, no hosts)
+            return [w.replace("%%", "%") for w in words if "/" not in w and not w.startswith("--address")]
+
+        assert fixed(started[1:]) == fixed(argv[1:]), (name, started, argv)

@@ -1,4 +1,4 @@
-"""Helpers of the security tests: waits, the Procfile's command lines, Flower, a TYPE-aware Redis dump."""
+"""Helpers of the security tests: waits, ``mmaker run``'s command lines, Flower, a TYPE-aware Redis dump."""
 
 from __future__ import annotations
 
@@ -16,12 +16,15 @@ from tests.support.servers import ROOT, free_port, stop_process
 from tests.support.waiting import wait_for
 
 
-def procfile_command(name: str) -> str:
-    """The command of process ``name`` in the Procfile, as the supervisor runs it (through a shell)."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith(f"{name}:"):
-            return line.split(":", 1)[1].strip()
-    raise AssertionError(f"no {name!r} line in the Procfile")
+def run_command(name: str, env: Mapping[str, str]) -> list[str]:
+    """The command line of process ``name`` as ``mmaker run`` starts it, with settings from ``env``."""
+    from fabric.settings import Settings
+    from mmaker.processes import process_table
+
+    table = process_table(Settings.from_env(env))
+    if name not in table:
+        raise AssertionError(f"mmaker run starts no {name!r}")
+    return table[name]
 
 
 class LoggedProcess:
@@ -43,7 +46,7 @@ class LoggedProcess:
 
 
 class Flower(LoggedProcess):
-    """Flower started from the Procfile's ``flower`` line (``/bin/sh -c``, as the supervisor does) on a free port."""
+    """Flower started as ``mmaker run`` starts it (its command line from :mod:`mmaker.processes`) on a free port."""
 
     def __init__(self, env: Mapping[str, str], log_dir: Path, basic_auth: str | None = None):
         self.port = free_port()
@@ -53,7 +56,7 @@ class Flower(LoggedProcess):
         if basic_auth:
             env["FLOWER_BASIC_AUTH"] = basic_auth
         self.auth = tuple(basic_auth.split(":", 1)) if basic_auth else None
-        super().__init__(["/bin/sh", "-c", "exec " + procfile_command("flower")], env, "flower", log_dir)
+        super().__init__(run_command("flower", env), env, "flower", log_dir)
 
     @property
     def url(self) -> str:

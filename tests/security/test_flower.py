@@ -1,4 +1,4 @@
-"""Flower as ``make run`` starts it (the Procfile's line): loopback only, basic auth from ``FLOWER_BASIC_AUTH``."""
+"""Flower as ``mmaker run`` starts it (its command line): loopback only, basic auth from ``FLOWER_BASIC_AUTH``."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from pathlib import Path
 
 import requests
 
-from tests.security.helpers import Flower, listening_addresses, procfile_command
+from tests.security.helpers import Flower, listening_addresses, run_command
 
 
-def test_the_procfile_binds_flower_to_loopback_by_default() -> None:
-    line = procfile_command("flower")
-    assert "--address=${MMAKER_FLOWER_ADDRESS:-127.0.0.1}" in line and "--port=${MMAKER_FLOWER_PORT:-5555}" in line
+def test_mmaker_run_binds_flower_to_loopback_by_default() -> None:
+    assert run_command("flower", {})[-2:] == ["--address=127.0.0.1", "--port=5555"]
+    moved = run_command("flower", {"MMAKER_FLOWER_ADDRESS": "10.0.0.5", "MMAKER_FLOWER_PORT": "5600"})
+    assert moved[-2:] == ["--address=10.0.0.5", "--port=5600"]
 
 
 def test_flower_listens_on_loopback_only_and_requires_basic_auth(tmp_path: Path) -> None:

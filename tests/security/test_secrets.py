@@ -1,7 +1,7 @@
 """The Massive API key and the Redis password never show up anywhere: logs, task arguments, Flower, Redis.
 
-The whole stack runs as real processes (ingest, chain / heatmap / gex workers, beat, web, and Flower from
-the Procfile's line) against a redis-server that serves only TLS (``rediss://``, the test CA named in the
+The whole stack runs as real processes (ingest, chain / heatmap / gex workers, beat, web, and Flower as
+``mmaker run`` starts it) against a redis-server that serves only TLS (``rediss://``, the test CA named in the
 URL) and requires a password, so it also shows every process working over TLS. ``MASSIVE_API_KEY`` is a
 random canary and the simulator accepts only that key, so data flowing proves the key was in use. Then
 every process's output, every key and value of every Redis database (Celery's base64 message bodies
@@ -40,7 +40,7 @@ class CanaryStack(Stack):
         self.env["MMAKER_EPOCH_REQUIRED"] = "none"  # promoted at once: views sooner
 
     def command(self, name: str) -> list[str]:
-        """Stack's command with the Procfile's -E, INFO logs (DEBUG for the chain worker), the access log on."""
+        """Stack's command with ``mmaker run``'s -E, INFO logs (DEBUG for the chain worker), the access log on."""
         cmd = super().command(name)
         if name == "web":
             return [*cmd[: cmd.index("--no-access-log")], "--log-level", "info"]

@@ -5,13 +5,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
 from redis.exceptions import AuthenticationError
 
-from fabric.settings import get_settings, mask_url
+from fabric.settings import Settings, get_settings, mask_url
 from ingest.service import run_ingest
+
+
+async def _until_terminated(settings: Settings) -> int:
+    """Run ingest; SIGTERM (a supervisor, systemd) cancels it like Ctrl-C, so it stops in order (its recording,
+    if any, closed whole) and exits 0."""
+    task = asyncio.ensure_future(run_ingest(settings))
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("websockets").setLevel(logging.WARNING)
     settings = get_settings()
     try:
-        return asyncio.run(run_ingest(settings))
+        return asyncio.run(_until_terminated(settings))
     except KeyboardInterrupt:
         return 0
     except AuthenticationError as exc:  # retrying cannot help; say what to fix (the URL masked)

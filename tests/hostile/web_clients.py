@@ -73,15 +73,23 @@ def get(path: str, *headers: bytes) -> bytes:
 
 def connect(port: int, timeout_s: float = 10.0) -> socket.socket:
     """A TCP connection to the web server."""
-    return socket.create_connection((HOST, port), timeout=timeout_s)
+    sock = socket.create_connection((HOST, port), timeout=timeout_s)
+    _LEFTOVER.pop(sock.fileno(), None)  # what a closed socket of the same number left
+    return sock
+
+
+#: Bytes a socket delivered past the response :func:`read_response` returned: the start of the next one (a
+#: server answering pipelined requests writes responses back to back, and one ``recv`` may hold several).
+_LEFTOVER: dict[int, bytes] = {}
 
 
 def read_response(sock: socket.socket, timeout_s: float = 10.0) -> RawResponse | None:
     """Read one response: its body by ``content-length``, else what arrived until EOF (a chunked stream: what
-    arrived with its head). None when the server closed without answering."""
+    arrived with its head). None when the server closed without answering. Bytes past the response are kept for
+    the next call on the same socket."""
     sock.setblocking(True)
     sock.settimeout(timeout_s)
-    buf = b""
+    buf = _LEFTOVER.pop(sock.fileno(), b"")
     while b"\r\n\r\n" not in buf:
         try:
             chunk = sock.recv(65536)
@@ -100,11 +108,15 @@ def read_response(sock: socket.socket, timeout_s: float = 10.0) -> RawResponse |
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     if "content-length" in headers:
-        while len(body) < int(headers["content-length"]):
+        length = int(headers["content-length"])
+        while len(body) < length:
             chunk = sock.recv(65536)
             if not chunk:
                 break
             body += chunk
+        body, rest = body[:length], body[length:]
+        if rest:
+            _LEFTOVER[sock.fileno()] = rest
     elif headers.get("transfer-encoding") != "chunked":
         with contextlib.suppress(OSError):
             while chunk := sock.recv(65536):

@@ -3,11 +3,12 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Two installs, two stamps: `make run` needs the runtime only; tests and benchmarks add the test extras.
+# Two installs, two stamps: `make run` needs the runtime only; tests, benchmarks and docs add the test extras.
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
+SITE_DIR ?= site
 
-.PHONY: run test bench lint venv clean reset chromium
+.PHONY: run test bench docs lint venv clean reset chromium
 
 venv: $(RUN_STAMP)
 
@@ -31,7 +32,13 @@ test: $(TEST_STAMP) chromium
 	@command -v redis-server >/dev/null || { echo "redis-server not found: the tests start their own. Install Redis (Debian: apt-get install redis-server)"; exit 1; }
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir $(SITE_DIR)
 	$(PY) -m pytest
+
+# The documentation site (docs/ and mkdocs.yml); --strict turns a broken link or anchor into a failure.
+docs: $(TEST_STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir $(SITE_DIR)
+	@echo "open $(SITE_DIR)/index.html"
 
 # The dashboard's browser test drives Debian's Chromium with Playwright (no browser download is possible).
 chromium:
@@ -52,7 +59,7 @@ lint: $(TEST_STAMP)
 
 # Build and test leftovers only: .venv (the install) and var/ (make run's state: see `make reset`) stay.
 clean:
-	rm -rf .pytest_cache .ruff_cache .hypothesis build dist *.egg-info tests/web/screenshots
+	rm -rf .pytest_cache .ruff_cache .hypothesis $(SITE_DIR) build dist *.egg-info tests/web/screenshots
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # Delete the state make run keeps under var/ (the local Redis's AOF, beat's schedule, recordings), once

@@ -3,26 +3,42 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-stamp
+# Two installs, two stamps: `make run` needs the runtime only; tests, benchmarks and docs add the test extras.
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+SITE_DIR ?= site
 
-.PHONY: run test bench lint venv clean chromium
+.PHONY: run test bench docs lint venv clean reset chromium
 
-venv: $(STAMP)
+venv: $(RUN_STAMP)
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "cannot create $(VENV): install python3-venv (Debian: apt-get install python3-venv)"; exit 1; }
+$(PY):
+	@$(PYTHON) -m venv $(VENV) || { echo "cannot create $(VENV): install python3-venv (Debian: apt-get install python3-venv)"; exit 1; }
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
-	@touch $(STAMP)
 
-run: $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	@touch $(RUN_STAMP)
+
+# The test extras include the runtime: one install satisfies both stamps.
+$(TEST_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(RUN_STAMP) $(TEST_STAMP)
+
+run: $(RUN_STAMP)
 	@$(VENV)/bin/mmaker run
 
-test: $(STAMP) chromium
+test: $(TEST_STAMP) chromium
 	@command -v redis-server >/dev/null || { echo "redis-server not found: the tests start their own. Install Redis (Debian: apt-get install redis-server)"; exit 1; }
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir $(SITE_DIR)
 	$(PY) -m pytest
+
+# The documentation site (docs/ and mkdocs.yml); --strict turns a broken link or anchor into a failure.
+docs: $(TEST_STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir $(SITE_DIR)
+	@echo "open $(SITE_DIR)/index.html"
 
 # The dashboard's browser test drives Debian's Chromium with Playwright (no browser download is possible).
 chromium:
@@ -34,12 +50,19 @@ chromium:
 	  fi; \
 	  test -x /usr/bin/chromium || { echo "Chromium is needed for the browser test: apt-get install chromium"; exit 1; }; }
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(PY) -m bench
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Build and test leftovers only: .venv (the install) and var/ (make run's state: see `make reset`) stay.
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf .pytest_cache .ruff_cache .hypothesis $(SITE_DIR) build dist *.egg-info tests/web/screenshots
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Delete the state make run keeps under var/ (the local Redis's AOF, beat's schedule, recordings), once
+# nothing of make run still uses it; prints what it deletes.
+reset:
+	@bash scripts/reset.sh

@@ -1,8 +1,9 @@
 """Celery settings, read from the environment once (through :func:`fabric.settings.get_settings`).
 
-The values follow ``../shared/CELERY.md``: a 1 s beat loop so an interval changed in Redis is noticed
-quickly, no result backend (periodic recomputes would fill Redis with results), prefetch 1, early ack for
-periodic recomputes (a lost run is replaced by the next one), time limits enforced by the prefork pool.
+A 1 s beat loop so an interval changed in Redis is noticed quickly, no result backend (periodic recomputes
+would fill Redis with results), prefetch 1, early ack for periodic recomputes (a lost run is replaced by the
+next one), time limits enforced by the prefork pool. ``docs/reference/celery.md`` gives each value and the
+library behaviour behind it.
 """
 
 from __future__ import annotations

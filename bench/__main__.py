@@ -31,7 +31,7 @@ def main() -> None:
                 f"ratio {result.ratio}x | target {result.target}" + (f" | {result.detail}" if result.detail else "")
             )
         save(results)  # after each benchmark: one that fails does not lose the others' results
-        print(f"{name}: wrote bench/results.json and the README table", flush=True)
+        print(f"{name}: wrote bench/results.json and the table in docs/benchmarks.md", flush=True)
 
 
 if __name__ == "__main__":

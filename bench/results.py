@@ -1,4 +1,9 @@
-"""Benchmark results: one record per measurement, merged into ``bench/results.json`` and the README."""
+"""Benchmark results: one record per measurement, merged into ``bench/results.json`` and the results table of
+``docs/benchmarks.md`` (between the ``bench:start`` / ``bench:end`` markers).
+
+A record may carry ``notes``: a list of texts a person wrote about particular runs (each names the run it is
+about). The benchmarks never write notes; :func:`save` keeps a record's notes when it replaces its figures.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.json"
-README = ROOT / "README.md"
+TABLE_DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
@@ -57,18 +62,19 @@ class Result:
 
 
 def save(results: list[Result]) -> None:
-    """Merge ``results`` into results.json (by name) and rewrite the README table."""
+    """Merge ``results`` into results.json (by name, keeping each record's ``notes``) and rewrite the table."""
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"results": []}
     by_name = {r["name"]: r for r in stored.get("results", [])}
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
     for result in results:
-        by_name[result.name] = {**asdict(result), "measured_at_utc": stamp}
+        notes = by_name.get(result.name, {}).get("notes")
+        by_name[result.name] = {**asdict(result), "measured_at_utc": stamp, **({"notes": notes} if notes else {})}
     stored = {
         "machine": f"{platform.machine()} {platform.processor() or ''} {_cores()} cores".strip(),
         "results": sorted(by_name.values(), key=lambda r: r["name"]),
     }
     RESULTS.write_text(json.dumps(stored, indent=2) + "\n")
-    _write_readme_table(stored["results"])
+    _write_table(stored["results"])
 
 
 def _cores() -> int:
@@ -83,10 +89,11 @@ def _fmt(value: float | None) -> str:
     return f"{value:,.1f}" if abs(value) < 1e6 else f"{value:,.0f}"
 
 
-def _write_readme_table(rows: list[dict]) -> None:
-    if not README.exists():
+def _write_table(rows: list[dict]) -> None:
+    """Rewrite the results table between the markers of :data:`TABLE_DOC` (nothing when they are missing)."""
+    if not TABLE_DOC.exists():
         return
-    text = README.read_text()
+    text = TABLE_DOC.read_text()
     if START not in text or END not in text:
         return
     lines = [
@@ -100,4 +107,4 @@ def _write_readme_table(rows: list[dict]) -> None:
         )
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    README.write_text(head + START + "\n" + "\n".join(lines) + "\n" + END + tail)
+    TABLE_DOC.write_text(head + START + "\n" + "\n".join(lines) + "\n" + END + tail)

@@ -107,7 +107,7 @@ _SPAN = len(MARK) + 24
 
 
 #: ``python -m web --workers 2``: two server processes on the port (SO_REUSEPORT), one subscription each —
-#: the deployment the README recommends for thousands of clients on a 2-core machine.
+#: the deployment docs/operations.md recommends for thousands of clients on a 2-core machine.
 WEB_WORKERS = 2
 
 

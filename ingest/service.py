@@ -105,7 +105,7 @@ def refused_for_good(exc: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class IngestConfig:
-    """Ingest tuning, from settings (see the README's configuration table)."""
+    """Ingest tuning, from settings (see docs/configuration.md)."""
 
     batch_max_events: int = 20_000
     batch_max_ms: float = 5.0

@@ -1,6 +1,6 @@
 """Dealer gamma exposure (GEX) of an option chain — pure: numpy arrays in, a JSON-ready view out.
 
-Conventions (the team's GEX reference):
+Conventions (``docs/reference/gex.md`` has them with the formulas and the golden vectors):
 
 - **Unit**: $ per 1 % move of the underlying, Γ·OI·M·S²·0.01. Vanna exposure is $ per vol point
   (Vanna·OI·M·S·0.01), charm exposure $ of delta per calendar day ((Charm/365)·OI·M·S).

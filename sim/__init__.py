@@ -1,7 +1,7 @@
 """A self-contained Massive-protocol market simulator (REST chain snapshots + WebSocket streams).
 
-The package imports nothing from the rest of the project: it is an independent peer that speaks
-only the Massive protocol (see ``/work/shared/MASSIVE_API.md``).
+An independent peer that speaks only the Massive protocol (``docs/reference/massive.md``): it shares no
+code with the client side but the recording file format (``fabric/recording.py``), which the replay reads.
 """
 
 __all__ = ["__version__"]

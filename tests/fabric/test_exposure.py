@@ -15,7 +15,7 @@ from fabric.epochs import promote_epoch
 from fabric.topology import settlement_ms
 from tests.support.chains import snapshot_row
 
-# GEX_REFERENCE.md's four-contract chain at S = 100 (r = q = 0): 30 and 7 days to a 16:00 New York settlement.
+# The four-contract chain of docs/reference/gex.md at S = 100 (r = q = 0): 30 and 7 days to a 16:00 New York settlement.
 E30, E7 = date(2030, 7, 19), date(2030, 6, 26)
 NOW_MS = settlement_ms("SPY", E30, ()) - 30 * 86_400_000
 assert settlement_ms("SPY", E7, ()) - NOW_MS == 7 * 86_400_000

@@ -1,4 +1,4 @@
-"""Comparing against the golden vectors of GEX_REFERENCE.md, which are printed to a limited number of digits."""
+"""Comparing against the golden vectors of docs/reference/gex.md, which are printed to a limited number of digits."""
 
 REL = 1e-8
 

@@ -32,6 +32,7 @@ test: $(TEST_STAMP) chromium
 	@command -v redis-server >/dev/null || { echo "redis-server not found: the tests start their own. Install Redis (Debian: apt-get install redis-server)"; exit 1; }
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/mkdocs build --strict --quiet --site-dir $(SITE_DIR)
 	$(PY) -m pytest
 
@@ -56,6 +57,7 @@ bench: $(TEST_STAMP)
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 # Build and test leftovers only: .venv (the install) and var/ (make run's state: see `make reset`) stay.
 clean:

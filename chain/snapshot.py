@@ -36,7 +36,7 @@ from fabric.epochs import promote_ready_epochs
 from fabric.scripts import script
 from fabric.settings import Settings
 from fabric.topology import NEW_YORK
-from ingest.record import recorder_from_settings
+from recording.writer import recorder_from_settings
 
 log = logging.getLogger(__name__)
 

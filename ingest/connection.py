@@ -37,7 +37,7 @@ from ingest.subscriptions import diff, messages
 log = logging.getLogger(__name__)
 
 FrameHandler = Callable[[str | bytes, int, "FeedConnection"], None]
-#: ``record(feed, connection name, raw frame, receive time ns)`` — must never block (see ingest/record.py).
+#: ``record(feed, connection name, raw frame, receive time ns)`` — must never block (see recording/writer.py).
 FrameRecorder = Callable[[str, str, str | bytes, int], None]
 RECONNECT_STATUSES = ("max_connections", "slow_consumer", "force_disconnect")
 #: The statuses counted under their own name (``status:<name>``); any other counts as ``status:other``.

@@ -66,8 +66,8 @@ from fabric.topology import NEW_YORK
 from ingest.batch import CHAIN_KEY, EXPECT_ARG, MARK_ARG, Batch, BatchBuilder, ScriptCalls, SequenceFilter, Universe
 from ingest.connection import AuthFailed, FeedConnection
 from ingest.decode import EventWindow
-from ingest.record import recorder_from_settings
 from ingest.subscriptions import plan_options, plan_spot, rank_for_quotes, spot_symbols
+from recording.writer import recorder_from_settings
 
 log = logging.getLogger(__name__)
 

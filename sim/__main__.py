@@ -8,7 +8,7 @@ import contextlib
 import logging
 import sys
 
-from fabric.recording import recording_files
+from recording.format import recording_files
 from sim.config import SimConfig, parse_clock, parse_fault
 from sim.replay import START_MODES, Player, parse_speed
 from sim.server import SimServer

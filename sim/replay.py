@@ -1,6 +1,6 @@
 """Replay of a recording (``python -m sim --replay DIR``) through the simulator's own endpoints.
 
-A recording (``MMAKER_RECORD_DIR``, format in :mod:`fabric.recording`) holds the frames ingest received
+A recording (``MMAKER_RECORD_DIR``, format in :mod:`recording.format`) holds the frames ingest received
 and the chain snapshots the chain worker was given. In replay mode the simulator has no market:
 
 - **WebSocket**: the recorded frames of every feed, merged in receive-time order, are re-sent to the
@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from fabric.recording import (
+from recording.format import (
     CHAIN_FEED,
     ChainRecord,
     FrameRecord,

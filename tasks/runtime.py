@@ -11,7 +11,7 @@ from chain.fetch import ChainFetcher
 from chain.snapshot import fetcher_from_settings
 from fabric.redis_client import redis_from_settings
 from fabric.settings import get_settings
-from ingest.record import close_all as close_recordings
+from recording.writer import close_all as close_recordings
 
 
 @cache

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,9 +32,12 @@ PIP_TIMEOUT_S = 600
 def installed() -> Iterator[Path]:
     """A fresh venv with the wheel of the checkout installed; yields its directory (the working directory)."""
     directory = Path(tempfile.mkdtemp(prefix="mmaker-install-"))
+    source = directory / "source"  # a copy: building writes build/ and *.egg-info beside the sources
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "var", "build", "site", "*.egg-info",
+                                                                "__pycache__", ".*_cache", ".hypothesis"))  # fmt: skip
     wheels = directory / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels),
-                    str(ROOT)], check=True, timeout=PIP_TIMEOUT_S, cwd=directory)  # fmt: skip
+                    str(source)], check=True, timeout=PIP_TIMEOUT_S, cwd=directory)  # fmt: skip
     (wheel,) = wheels.glob("mmaker-*.whl")
     venv = directory / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)

@@ -22,11 +22,11 @@ import redis
 from chain.snapshot import run_snapshot
 from fabric import keys
 from fabric.exposure import run_gex
-from fabric.recording import FrameRecord, read_recording
 from fabric.redis_client import async_redis_from_settings
 from fabric.settings import Settings
 from fabric.tiles import run_heatmap
 from ingest.service import IngestConfig, IngestService
+from recording.format import FrameRecord, read_recording
 from tests.support.servers import RedisServer, SimProcess
 from tests.support.waiting import until
 

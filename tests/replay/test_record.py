@@ -1,4 +1,4 @@
-"""The recorder (ingest/record.py) and the recording format (fabric/recording.py), without a feed."""
+"""The recorder (recording/writer.py) and the recording format (recording/format.py), without a feed."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from fabric import recording
-from fabric.recording import ChainRecord, FrameRecord, read_file, read_recording, recording_files
 from fabric.settings import Settings
-from ingest.record import MB, Recorder, recorder_from_settings
+from recording import format as recording
+from recording.format import ChainRecord, FrameRecord, read_file, read_recording, recording_files
+from recording.writer import MB, Recorder, recorder_from_settings
 from tests.support.servers import ROOT
 from tests.support.waiting import wait_for
 
@@ -172,7 +172,7 @@ def test_a_recorder_never_closed_is_closed_at_exit(tmp_path: Path) -> None:
     """Like the chain worker's recorder: the interpreter's exit writes the queue and the gzip trailer."""
     script = (
         "import sys, time\n"
-        "from ingest.record import Recorder\n"
+        "from recording.writer import Recorder\n"
         "r = Recorder(sys.argv[1])\n"
         "for i in range(20):\n"
         "    r.chain_snapshot('SPY', [('/v3/snapshot/options/SPY', i, b'{}')], i, time.time_ns())\n"

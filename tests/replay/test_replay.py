@@ -25,10 +25,10 @@ import websockets
 
 from chain.fetch import ChainFetcher
 from chain.snapshot import fetcher_from_settings, run_snapshot
-from fabric.recording import ChainRecord, FrameRecord, read_recording, recording_files
 from fabric.redis_client import async_redis_from_settings
 from fabric.settings import Settings
 from ingest.service import IngestService
+from recording.format import ChainRecord, FrameRecord, read_recording, recording_files
 from sim.replay import summary
 from tests.support.servers import ROOT, RedisServer, SimProcess
 

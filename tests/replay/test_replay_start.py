@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import requests
 
-from fabric import recording
-from fabric.recording import first_chain_records, read_recording, recording_files
+from recording import format as recording
+from recording.format import first_chain_records, read_recording, recording_files
 from tests.support.servers import SimProcess
 
 SPY_URL = "/v3/snapshot/options/SPY?limit=250"

@@ -1,7 +1,7 @@
 """The recorder: raw feed frames and chain snapshots → a bounded, rotated, gzip-compressed recording.
 
 ``MMAKER_RECORD_DIR`` set → ingest records every frame it receives (with its receive time and feed), and
-the chain worker every complete snapshot it was given, in the format of :mod:`fabric.recording`.
+the chain worker every complete snapshot it was given, in the format of :mod:`recording.format`.
 
 The hot path only appends to a deque (:meth:`Recorder.frame`: a size check, a counter, an append — no
 lock, no syscall, never a wait on disk). One background thread encodes, compresses and writes; the two
@@ -35,8 +35,8 @@ from collections import Counter, deque
 from pathlib import Path
 from typing import BinaryIO
 
-from fabric import recording
 from fabric.settings import Settings
+from recording import format as fmt
 
 log = logging.getLogger(__name__)
 
@@ -156,14 +156,14 @@ class Recorder:
         frame, dropped (counted and logged) when it does not fit in the queue, ignored once closed."""
         if self._closed:
             return
-        line = recording.chain_line(asset, pages, started_ns, finished_ns)
+        line = fmt.chain_line(asset, pages, started_ns, finished_ns)
         if self._put_bytes - self._done_bytes + len(line) > self.queue_max_bytes:
             self._dropped_snapshots += 1
             log.warning("recorder queue full: chain snapshot of %s dropped from the recording (%d so far)",
                         asset, self._dropped_snapshots)  # fmt: skip
             return
         self._put_bytes += len(line)
-        self._pending.append((recording.CHAIN_FEED, line, finished_ns))
+        self._pending.append((fmt.CHAIN_FEED, line, finished_ns))
         if self._thread is None:
             self._start()
 
@@ -224,7 +224,7 @@ class Recorder:
         if len(item) == 4:
             feed, conn, raw, ts_recv_ns = item
             size = len(raw)
-            line = recording.frame_line(feed, conn, raw, ts_recv_ns)
+            line = fmt.frame_line(feed, conn, raw, ts_recv_ns)
             ts = ts_recv_ns
         else:
             feed, line, ts = item
@@ -248,10 +248,10 @@ class Recorder:
 
     def _open(self, feed: str, ts_ns: int) -> _Series:
         n = 0
-        while (self.directory / recording.file_name(feed, ts_ns, n, pid=self.pid)).exists():
+        while (self.directory / fmt.file_name(feed, ts_ns, n, pid=self.pid)).exists():
             n += 1
-        series = _Series(self.directory / recording.file_name(feed, ts_ns, n, pid=self.pid), self.compress_level)
-        series.gz.write(recording.header_line(feed, self.pid))
+        series = _Series(self.directory / fmt.file_name(feed, ts_ns, n, pid=self.pid), self.compress_level)
+        series.gz.write(fmt.header_line(feed, self.pid))
         self._series[feed] = series
         self._feeds.add(feed)
         self.counters["files"] += 1
@@ -276,9 +276,9 @@ class Recorder:
         open_paths = set(_open_paths)
         alive: dict[int | None, bool] = {self.pid: True, None: True}  # None: an old name without a pid
         sized = []
-        for paths in recording.recording_files(self.directory, self._feeds).values():
+        for paths in fmt.recording_files(self.directory, self._feeds).values():
             for path in paths:
-                parsed = recording.parse_file_name(path.name)
+                parsed = fmt.parse_file_name(path.name)
                 if parsed is None:
                     continue
                 if parsed.pid not in alive:

@@ -1,4 +1,4 @@
-"""The recording format, shared by the recorder (``ingest/record.py``) and the replay (``sim/replay.py``).
+"""The recording format, shared by the recorder (``recording/writer.py``) and the replay (``sim/replay.py``).
 
 A recording is a directory of gzip-compressed JSON-lines files, one series per feed and writing process —
 ``<feed>-<start>-p<pid>[-n].jsonl.gz`` with ``feed`` one of ``options``, ``stocks``, ``indices`` (the

@@ -16,7 +16,7 @@ from kombu import Queue
 from kombu.utils.url import parse_ssl_cert_reqs
 
 from beat_schedule import build_beat_schedule
-from fabric.settings import get_settings, mask_url
+from fabric.settings import mask_url, settings_or_exit
 
 
 def _broker_use_ssl(url: str) -> dict[str, object] | None:
@@ -39,7 +39,7 @@ def _broker_use_ssl(url: str) -> dict[str, object] | None:
     return options
 
 
-_settings = get_settings()
+_settings = settings_or_exit()
 if not os.environ.get("CELERY_BROKER_URL") and not os.environ.get("REDIS_URL"):
     # A shell without the stack's variables would talk to the default Redis without a word (celery call …).
     _default = mask_url(_settings.celery_broker_url)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from redis.exceptions import AuthenticationError
 
-from fabric.settings import Settings, get_settings, mask_url
+from fabric.settings import Settings, mask_url, settings_or_exit
 from ingest.service import run_ingest
 
 
@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    settings = get_settings()
+    settings = settings_or_exit()
     try:
         return asyncio.run(_until_terminated(settings))
     except KeyboardInterrupt:

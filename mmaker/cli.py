@@ -24,11 +24,11 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 def _run(args: argparse.Namespace) -> int:
     """The whole stack on this host, supervised (what ``make run`` does)."""
     from fabric.redis_client import redis_from_url
-    from fabric.settings import get_settings, is_cluster_url, mask_url
+    from fabric.settings import is_cluster_url, mask_url, settings_or_exit
     from mmaker.processes import process_table
     from mmaker.supervise import Supervisor
 
-    settings = get_settings()
+    settings = settings_or_exit()
     print("MASSIVE_API_KEY is not set: running on the built-in market simulator." if settings.uses_simulator
           else "MASSIVE_API_KEY is set: talking to Massive.")  # fmt: skip
     redis_port: int | None = None
@@ -63,13 +63,13 @@ def _run(args: argparse.Namespace) -> int:
             print(f"not a process of this stack: {', '.join(unknown)} (there are: {', '.join(table)})", file=sys.stderr)
             return 2
         table = {name: argv for name, argv in table.items() if name in args.only or name == "redis"}
-    if settings.flower_address in LOCAL_HOSTS and not os.environ.get("FLOWER_BASIC_AUTH"):
+    if settings.flower_address in LOCAL_HOSTS and not settings.flower_basic_auth:
         os.environ.setdefault("FLOWER_UNAUTHENTICATED_API", "true")  # loopback only: its API answers without auth
     web = f"http://{settings.web_host}:{settings.web_port}"
     if "sim" in table:
         print(f"Simulator REST/WS: http://{settings.sim_host}:{settings.sim_port}  (status: /admin/status)")
     print(f"Dashboard:         {web}/   (health: /healthz)")
-    auth = "   (basic auth on)" if os.environ.get("FLOWER_BASIC_AUTH") else ""
+    auth = "   (basic auth on)" if settings.flower_basic_auth else ""
     print(f"Flower:            http://{settings.flower_address}:{settings.flower_port}{auth}")
     print(f"State store:       {mask_url(settings.redis_url)}")
     print("Ctrl-C stops everything (the Redis it started last).", flush=True)
@@ -85,24 +85,24 @@ def _exec(argv: list[str]) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from fabric.settings import get_settings
+    from fabric.settings import settings_or_exit
 
-    level = args.loglevel or get_settings().log_level
+    level = args.loglevel or settings_or_exit().log_level
     return _exec(celery(sys.executable, "worker", "-Q", args.queue, "-n", f"{args.queue}@%h", "-c", "1", "-E",
                         "--loglevel", level, *args.rest))  # fmt: skip
 
 
 def _beat(args: argparse.Namespace) -> int:
-    from fabric.settings import get_settings
+    from fabric.settings import settings_or_exit
 
-    level = args.loglevel or get_settings().log_level
+    level = args.loglevel or settings_or_exit().log_level
     return _exec(celery(sys.executable, "beat", "--loglevel", level, "--schedule", str(args.schedule), *args.rest))
 
 
 def _flower(args: argparse.Namespace) -> int:
-    from fabric.settings import get_settings
+    from fabric.settings import settings_or_exit
 
-    settings = get_settings()
+    settings = settings_or_exit()
     return _exec(celery(sys.executable, "flower", f"--address={settings.flower_address}",
                         f"--port={settings.flower_port}", *args.rest))  # fmt: skip
 

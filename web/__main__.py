@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import uvicorn
 from starlette.applications import Starlette
 
-from fabric.settings import Settings, get_settings, mask_url
+from fabric.settings import Settings, mask_url, settings_or_exit
 from web.app import create_app
 from web.limits import raise_open_file_limit
 from web.protocol import hide_query_strings, protocol_factory
@@ -40,7 +40,7 @@ class _Server(uvicorn.Server):
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse ``--host``/``--port`` (defaults from the settings) and run uvicorn until stopped."""
-    settings = get_settings()
+    settings = settings_or_exit()
     parser = argparse.ArgumentParser(prog="python -m web", description=__doc__)
     parser.add_argument("--host", default=settings.web_host)
     parser.add_argument("--port", type=int, default=settings.web_port)

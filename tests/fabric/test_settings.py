@@ -71,17 +71,62 @@ def test_mask_url() -> None:
 
 
 def test_web_limits_have_production_defaults_and_floors() -> None:
+    from fabric.settings import SettingsError
+
     s = Settings.from_env({})
     assert s.web_max_connections == 8000 and s.web_max_header_bytes == 16384
     assert s.web_max_headers == 100 and s.web_header_timeout_s == 10.0
-    small = Settings.from_env(
-        {
-            "MMAKER_WEB_MAX_CONNECTIONS": "200",
-            "MMAKER_WEB_MAX_HEADER_BYTES": "10",
-            "MMAKER_WEB_MAX_HEADERS": "2",
-            "MMAKER_WEB_HEADER_TIMEOUT_S": "0",
-        }
-    )
-    assert small.web_max_connections == 200
-    # floors: a browser's request must still fit, and a zero deadline would refuse every connection
+    assert Settings.from_env({"MMAKER_WEB_MAX_CONNECTIONS": "200"}).web_max_connections == 200
+    # floors: a browser's request must still fit, and a zero deadline would refuse every connection — a value
+    # below one is refused at start, naming the variable, instead of running with limits nobody asked for
+    for env, value in (("MMAKER_WEB_MAX_HEADER_BYTES", "10"), ("MMAKER_WEB_MAX_HEADERS", "2"),
+                       ("MMAKER_WEB_HEADER_TIMEOUT_S", "0")):  # fmt: skip
+        with pytest.raises(SettingsError, match=f"^{env}='{value}': must be at least"):
+            Settings.from_env({env: value})
+    floor = {"MMAKER_WEB_MAX_HEADER_BYTES": "1024", "MMAKER_WEB_MAX_HEADERS": "8", "MMAKER_WEB_HEADER_TIMEOUT_S": "0.1"}
+    small = Settings.from_env(floor)
     assert small.web_max_header_bytes == 1024 and small.web_max_headers == 8 and small.web_header_timeout_s == 0.1
+
+
+def test_the_configuration_reference_is_generated_from_the_declarations() -> None:
+    """``docs/configuration.md`` holds exactly what the declarations generate: a setting added, renamed or
+    re-documented without regenerating the page fails here (``python -m fabric.settings --markdown``)."""
+    from pathlib import Path
+
+    from fabric.settings import configuration_markdown, declarations
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    between = page.split("<!-- settings:start -->\n", 1)[1].split("<!-- settings:end -->", 1)[0]
+    assert between == configuration_markdown()
+    envs = [spec.env for _, spec, _ in declarations()]
+    assert len(envs) == len(set(envs)) and all(f"`{env}`" in between for env in envs)
+
+
+def test_a_bad_value_is_one_line_naming_the_variable_and_what_is_allowed() -> None:
+    from fabric.settings import SettingsError
+
+    cases = {
+        "MMAKER_HEATMAP_INTERVAL_MS": ("100", "MMAKER_HEATMAP_INTERVAL_MS='100': must be between 250 and 1000 ms"),
+        "MMAKER_WEB_MAX_HEADERS": ("4", "MMAKER_WEB_MAX_HEADERS='4': must be at least 8"),
+        "MMAKER_CHAIN_TIMEOUT_S": ("soon", "MMAKER_CHAIN_TIMEOUT_S='soon': could not convert string to float"),
+        "MMAKER_INGEST_TRADES_WILDCARD": ("maybe", "MMAKER_INGEST_TRADES_WILDCARD='maybe': expected 1/0"),
+        "MMAKER_BUCKET_WIDTHS": ("SPX=5", "MMAKER_BUCKET_WIDTHS='SPX=5': expected UNDERLYING:NUMBER pairs"),
+        "MMAKER_LOG_LEVEL": ("loud", "MMAKER_LOG_LEVEL='loud': expected DEBUG, INFO"),
+    }
+    for env, (value, message) in cases.items():
+        with pytest.raises(SettingsError) as raised:
+            Settings.from_env({env: value})
+        assert str(raised.value).startswith(message) and "\n" not in str(raised.value), str(raised.value)
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"MMAKER_WEB_TOKEN": "   "})  # blank: unset, not an error
+        raise SettingsError("no error")
+    assert str(raised.value) == "no error"
+
+
+def test_groups_read_one_concern_without_its_prefix() -> None:
+    s = Settings.from_env({"MMAKER_INGEST_PIPELINE_DEPTH": "1"})
+    assert s.ingest.pipeline_depth == 1 and s.ingest.batch_max_events == s.ingest_batch_max_events
+    assert s.chain.timeout_s == 10.0 and s.web.max_headers == 100 and s.record.rotate_mb == 64.0
+    assert "silent_s" in s.ingest.names()
+    with pytest.raises(AttributeError, match="no setting ingest_nothing"):
+        _ = s.ingest.nothing

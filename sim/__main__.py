@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
 
 from recording.format import recording_files
@@ -92,10 +93,15 @@ async def run(config: SimConfig, player: Player | None = None) -> None:
         await server.stop()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
+    signal.signal(signal.SIGTERM, _interrupt)  # a supervisor's SIGTERM stops it as Ctrl-C does: exit 0
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(config_from_namespace(args), player_from_namespace(args)))
 
